@@ -1,0 +1,4 @@
+"""NFNets in JAX: the model family, its optimizer and the shared training kit."""
+from nfnet.model import NFNet, normalize_images
+
+__all__ = ["NFNet", "normalize_images"]
