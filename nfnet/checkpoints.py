@@ -1,0 +1,145 @@
+"""Orbax checkpoints that bridge the stages, and the start-up precedence of a run.
+
+A checkpoint step holds three items:
+  state   the TrainState (params, optimizer state, EMA, step)
+  data    each process's grain iterator state (one JSON file per process)
+  config  the resolved run config, with the model description under "model"
+so a checkpoint alone says what model it holds.
+
+Start-up precedence (`DESIGN.md`): resume the latest checkpoint in the
+workdir; else initialise from `init_from` (our checkpoint, a DeepMind
+`*_haiku.npz`, a timm state dict) with the head re-initialised when the class
+count differs; else from scratch.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from nfnet.model import CLASSIFIER
+
+STATE, DATA, CONFIG = "state", "data", "config"
+CHECKPOINT_DIRNAME = "checkpoints"
+
+
+class CheckpointMismatchError(ValueError):
+  """Weights that do not fit the model: lists every offending parameter."""
+
+
+def make_manager(workdir: str, *, save_every_steps: int, keep: int = 3,
+                 keep_every_steps: int | None = None,
+                 async_save: bool = True) -> ocp.CheckpointManager:
+  """A manager that keeps the latest `keep` steps plus every `keep_every_steps`-th."""
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=save_every_steps, max_to_keep=keep,
+      keep_period=keep_every_steps, create=True,
+      enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIRNAME),
+      options=options, item_names=(STATE, DATA, CONFIG))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any,
+         data_iterator: Any, config: dict, *, force: bool = False) -> bool:
+  """Saves all three items if the manager's policy (or `force`) says so."""
+  args = {STATE: ocp.args.StandardSave(state), CONFIG: ocp.args.JsonSave(config)}
+  if data_iterator is not None:
+    args[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
+  return manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
+                   data_iterator: Any) -> tuple[Any, int] | None:
+  """(state, step) of the latest checkpoint, restoring the iterator in place."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  args = {STATE: ocp.args.StandardRestore(abstract_state)}
+  if data_iterator is not None:
+    args[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+  restored = manager.restore(step, args=ocp.args.Composite(**args))
+  return restored[STATE], step
+
+
+def _flat(tree) -> dict[str, Any]:
+  return traverse_util.flatten_dict(tree, sep="/")
+
+
+def merge_pretrained(init_params: Any, loaded_params: Any, *,
+                     reinit_head: bool = False) -> tuple[Any, list[str]]:
+  """Takes every weight from `loaded_params` except the classifier when its
+  shape differs from the new model's (or `reinit_head`).
+
+  Returns (params, notes). Any other missing, unexpected or mis-shaped weight
+  raises one CheckpointMismatchError listing them all.
+  """
+  init, loaded = _flat(init_params), _flat(loaded_params)
+  is_head = lambda key: key.split("/")[0] == CLASSIFIER
+  head_shapes_differ = any(
+      np.shape(loaded.get(k)) != np.shape(v) for k, v in init.items()
+      if is_head(k))
+  notes = []
+  keep_new_head = reinit_head or head_shapes_differ
+  if keep_new_head:
+    notes.append("classifier re-initialised" + (
+        " (class count differs)" if head_shapes_differ else " (asked)"))
+  problems = []
+  merged = {}
+  for key, value in init.items():
+    if keep_new_head and is_head(key):
+      merged[key] = value
+    elif key not in loaded:
+      problems.append(f"missing from checkpoint: {key} {tuple(np.shape(value))}")
+    elif np.shape(loaded[key]) != np.shape(value):
+      problems.append(f"wrong shape: {key} checkpoint "
+                      f"{tuple(np.shape(loaded[key]))} vs model "
+                      f"{tuple(np.shape(value))}")
+    else:
+      merged[key] = np.asarray(loaded[key], np.float32)
+  for key in loaded:
+    if key not in init and not (keep_new_head and is_head(key)):
+      problems.append(f"unexpected in checkpoint: {key} "
+                      f"{tuple(np.shape(loaded[key]))}")
+  if problems:
+    raise CheckpointMismatchError(
+        f"{len(problems)} parameter(s) do not fit the model:\n  " +
+        "\n  ".join(problems) +
+        "\nCheck that the config's model matches the checkpoint's "
+        "(variant, width, depths).")
+  return traverse_util.unflatten_dict(merged, sep="/"), notes
+
+
+def find_checkpoint_step_dir(path: str) -> str:
+  """Resolves a workdir, a checkpoints dir or a step dir to one step dir."""
+  path = os.path.abspath(path)
+  for root in (os.path.join(path, CHECKPOINT_DIRNAME), path):
+    if os.path.isdir(root):
+      steps = [int(d) for d in os.listdir(root) if d.isdigit()]
+      if steps:
+        return os.path.join(root, str(max(steps)))
+  if os.path.isdir(os.path.join(path, STATE)):
+    return path
+  raise FileNotFoundError(
+      f"No checkpoint found at {path}: expected a workdir, its "
+      f"'{CHECKPOINT_DIRNAME}' folder, or one step folder of it.")
+
+
+def read_checkpoint_config(step_dir: str) -> dict:
+  with open(os.path.join(step_dir, CONFIG, "metadata")) as f:
+    return json.load(f)
+
+
+def load_checkpoint_params(path: str) -> tuple[Any, dict]:
+  """(params as numpy, run config) from our workdir / checkpoint / step dir."""
+  step_dir = find_checkpoint_step_dir(path)
+  # Restored without a target: host arrays, whatever topology saved them.
+  restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, STATE))
+  params = jax.tree_util.tree_map(np.asarray, restored["params"])
+  return params, read_checkpoint_config(step_dir)

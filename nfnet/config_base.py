@@ -1,0 +1,128 @@
+"""The config vocabulary both programs share.
+
+Every program config starts from `base_config()` and sets what its recipe
+needs, so any config can be pointed at other data or sizes from the command
+line (`--config.data.train=arrayrecord:/data/jft/*.arrayrecord`,
+`--config.batch_size=256`, `--config.model.variant=F1`). Configs are locked:
+a mistyped key fails instead of being silently ignored.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_dict
+
+placeholder = config_dict.placeholder
+
+
+def model_config(variant: str = "F0") -> ml_collections.ConfigDict:
+  """Every knob of `nfnet.NFNet`; None/placeholders keep the variant's default."""
+  return ml_collections.ConfigDict({
+      "variant": variant,
+      "num_classes": placeholder(int),  # None: taken from the training data.
+      "width": 1.0,
+      "depths": placeholder(tuple),
+      "group_size": 128,
+      "activation": placeholder(str),
+      "alpha": 0.2,
+      "stochdepth_rate": 0.1,
+      "drop_rate": placeholder(float),
+      "se_ratio": 0.5,
+      "use_two_convs": True,
+      "final_conv_mult": 2.0,
+      "dtype": "bfloat16",
+      "remat": False,
+      "conv_impl": "auto",
+      "ws_eps": 1e-4,
+      "ws_eps_mode": "floor",
+  })
+
+
+def data_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      "train": "",        # source string: arrayrecord:GLOB, tfrecord:GLOB, tfds:NAME/SPLIT, folder:PATH
+      "eval": "",         # same; empty: no evaluation
+      "label_key": "image/class/label",
+      "num_workers": 2,   # loader worker processes per host; 0: in-process
+      "skip_corrupt": False,
+      "eval_examples": placeholder(int),  # evaluate on the first N only
+  })
+
+
+def augment_config() -> ml_collections.ConfigDict:
+  """Crop+flip always; RandAugment and MixUp/CutMix for ImageNet from scratch."""
+  return ml_collections.ConfigDict({
+      "randaugment_layers": 0,
+      "randaugment_magnitude": placeholder(int),  # None: the variant's
+      "mixup_cutmix": False,
+      "label_smoothing": 0.0,
+  })
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.model = model_config()
+  config.data = data_config()
+  config.augment = augment_config()
+  config.loss = "softmax"            # or "sigmoid" for multi-label corpora
+
+  config.batch_size = 4096           # global, over all hosts and devices
+  config.micro_batches = 1           # gradient accumulation per device
+  # One of these three sets the length of the run.
+  config.total_steps = placeholder(int)
+  config.total_epochs = placeholder(float)
+  config.total_examples = placeholder(int)
+  config.warmup_steps = placeholder(int)
+  config.warmup_epochs = placeholder(float)
+  config.resolution = 224
+  config.eval_resolution = placeholder(int)  # None: same as training
+
+  config.lr = 0.1                    # peak learning rate
+  config.lr_batch_scaling = True     # lr * batch_size / 256
+  config.momentum = 0.9
+  config.weight_decay = 2e-5
+  config.agc_clipping = 0.01         # 0 disables AGC
+  config.sam_rho = 0.0               # 0 disables SAM
+  config.sam_ascent_fraction = 0.2
+  config.ema_decay = 0.0             # 0 disables EMA
+
+  config.init_from = ""              # checkpoint/workdir, *_haiku.npz, timm file
+  config.reinit_head = False
+  config.seed = 0
+
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.keep_every_steps = placeholder(int)
+  return config
+
+
+def model_kwargs(model: ml_collections.ConfigDict, num_classes: int) -> dict:
+  """Config -> `NFNet(**kwargs)`, dropping unset optional knobs."""
+  kwargs = {k: v for k, v in model.to_dict().items() if v is not None}
+  kwargs["num_classes"] = model.num_classes or num_classes
+  if "depths" in kwargs:
+    kwargs["depths"] = tuple(kwargs["depths"])
+  kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+  return kwargs
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'variant=F4+,res=320' -> ConfigDict, typed by the defaults given.
+
+  >>> parse_arg("variant=F1,runlocal=True", variant="F0", runlocal=False).variant
+  'F1'
+  """
+  parsed = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r}; known: "
+                       f"{', '.join(defaults)}.")
+    default = defaults[key]
+    if isinstance(default, bool):
+      parsed[key] = value.lower() in ("1", "true", "yes")
+    else:
+      parsed[key] = type(default)(value) if default is not None else value
+  return parsed
