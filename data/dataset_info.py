@@ -1,0 +1,73 @@
+"""``dataset_info.json``: what a directory of shards holds, written beside the shards.
+
+The loader needs a source's number of classes and whether it is multi-label
+before it reads a record; for a huge TFRecord/ArrayRecord corpus that must not
+require a scan. ``data.synthetic`` and ``data.convert`` write this file;
+``python -m data.inspect SOURCE --write-info`` writes it for shards made
+elsewhere (after one pass over the labels). Format (all keys optional except
+``num_classes``)::
+
+    {
+      "name": "synthetic_pretrain",
+      "num_classes": 1000,
+      "multi_label": true,
+      "label_names": ["disc/red/solid", ...],        # index -> name
+      "label_meaning": "free text",
+      "image_key": "image/encoded",                  # tf.train.Example keys
+      "label_key": "image/class/label",
+      "splits": {"train": {"num_examples": 20000, "pattern": "train-*.array_record"}}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional, Sequence
+
+INFO_FILENAME = "dataset_info.json"
+
+
+def info_path(directory: str) -> str:
+  return os.path.join(directory, INFO_FILENAME)
+
+
+def write_info(directory: str, info: dict[str, Any]) -> str:
+  """Writes ``info`` as ``directory/dataset_info.json`` (atomically); returns the path."""
+  if "num_classes" not in info:
+    raise ValueError("dataset info needs num_classes.")
+  path = info_path(directory)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(info, f, indent=2)
+    f.write("\n")
+  os.replace(tmp, path)
+  return path
+
+
+def read_info(directory: str) -> Optional[dict[str, Any]]:
+  path = info_path(directory)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); fix or delete it.") from None
+
+
+def read_info_for_files(paths: Sequence[str]) -> Optional[dict[str, Any]]:
+  """The info beside ``paths`` (all must share one, or have none)."""
+  directories = sorted({os.path.dirname(os.path.abspath(p)) for p in paths})
+  infos = [(d, read_info(d)) for d in directories]
+  found = [(d, i) for d, i in infos if i is not None]
+  if not found:
+    return None
+  first_dir, first = found[0]
+  for directory, info in found[1:]:
+    for key in ("num_classes", "multi_label", "label_key"):
+      if info.get(key) != first.get(key):
+        raise ValueError(
+            f"{info_path(first_dir)} and {info_path(directory)} disagree on {key!r}; "
+            "shards of one source must share one label space.")
+  return first

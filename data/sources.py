@@ -1,0 +1,442 @@
+"""Random-access image-classification sources, each named by one string.
+
+``open_source(spec, **options)`` returns a source for any of::
+
+    arrayrecord:GLOB               ArrayRecord shards of serialized tf.train.Example
+    tfrecord:GLOB                  TFRecord shards, random access through an offset
+                                   index (data/tfrecord.py; built on first use or by
+                                   `python -m data.index GLOB`)
+    tfds:NAME[:VERSION]/SPLIT      a TFDS dataset prepared in array_record format,
+                                   e.g. tfds:imagenet2012/train[:99%] (NAME may hold a
+                                   config: tfds:foo/bar:1.0.0/test); never downloads
+    folder:PATH                    PATH/<class>/*.jpg|jpeg|png|..., classes indexed in
+                                   sorted name order
+
+Every source is a grain random-access data source (``len(source)``,
+``source[i]``), so ``grain.MapDataset.source(source)`` works, and has:
+
+- ``source[i] -> Record``: ``image`` (encoded bytes or a memoryview of them),
+  ``labels`` (int64 array: one entry for single-label data, any number for
+  multi-label data) and ``id`` (str or None). A record that cannot be parsed
+  raises :class:`CorruptRecordError`, which names the file and record index.
+- ``num_classes`` (int, or None when nothing says; the loaders then ask for
+  it), ``multi_label`` (bool), ``label_names`` (list or None), ``spec``.
+- ``locate(i) -> RecordLocation``: the file and the record's index in it, for
+  messages (``str(location)`` reads ``path [record 17]``).
+
+Record format options (tf.train.Example sources): ``image_key`` (default
+``image/encoded``), ``label_key`` (default ``image/class/label``, an int64 list
+of one or many labels), ``id_key`` (default: ``image/id`` else
+``image/filename`` when present). For ``tfds:`` the defaults are ``image`` and
+``label``. Label-space options: ``num_classes``, ``multi_label``,
+``label_names``; when not given they come from ``dataset_info.json`` beside the
+shards (data/dataset_info.py), from TFDS metadata, or from the folder names.
+Other options: ``index_dir``, ``verify_crc`` (tfrecord), ``data_dir`` (tfds).
+
+Sources hold no open files when pickled; each process opens what it reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as glob_lib
+import os
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from data import dataset_info
+from data import tf_example
+from data import tfrecord
+
+DEFAULT_IMAGE_KEY = "image/encoded"
+DEFAULT_LABEL_KEY = "image/class/label"
+DEFAULT_ID_KEYS = ("image/id", "image/filename")
+TFDS_IMAGE_KEY = "image"
+TFDS_LABEL_KEY = "label"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SOURCE_KINDS = ("arrayrecord", "tfrecord", "tfds", "folder")
+
+
+class CorruptRecordError(ValueError):
+  """A record that cannot be read, parsed or decoded; names file and index."""
+
+  def __init__(self, location: "RecordLocation", reason: str):
+    self.location = location
+    self.reason = reason
+    super().__init__(
+        f"Corrupt record {location}: {reason}. List every corrupt record with "
+        f"`python -m data.inspect SPEC --check`; fix or drop them, or pass "
+        f"skip_corrupt=True to skip and count them.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordLocation:
+  path: str
+  index: int  # the record's index inside `path` (0 for one-file-per-image sources)
+
+  def __str__(self) -> str:
+    return f"{self.path} [record {self.index}]"
+
+
+@dataclasses.dataclass
+class Record:
+  image: Any  # encoded image: bytes or a memoryview of them
+  labels: np.ndarray  # int64 [num_labels]
+  id: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpace:
+  num_classes: Optional[int]
+  multi_label: bool = False
+  label_names: Optional[list] = None
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def expand_glob(pattern: str) -> list[str]:
+  """Sorted files matching ``pattern``, without index or info files."""
+  paths = sorted(
+      p for p in glob_lib.glob(os.path.expanduser(pattern))
+      if os.path.isfile(p) and not p.endswith(tfrecord.INDEX_SUFFIX)
+      and os.path.basename(p) != dataset_info.INFO_FILENAME and not p.endswith(".tmp"))
+  if not paths:
+    raise FileNotFoundError(f"No files match {pattern!r}; check the path and the glob.")
+  return paths
+
+
+def _label_space(options: dict[str, Any], info: Optional[dict[str, Any]],
+                 fallback: Optional[LabelSpace] = None) -> LabelSpace:
+  info = info or {}
+  fallback = fallback or LabelSpace(None)
+  def pick(key, default):
+    if options.get(key) is not None:
+      return options[key]
+    if info.get(key) is not None:
+      return info[key]
+    return default
+  return LabelSpace(
+      num_classes=pick("num_classes", fallback.num_classes),
+      multi_label=bool(pick("multi_label", fallback.multi_label)),
+      label_names=pick("label_names", fallback.label_names))
+
+
+def _id_string(value) -> Optional[str]:
+  if not value:
+    return None
+  return bytes(value[0]).decode("utf-8", "replace")
+
+
+# ------------------------------------------------------------------ sources
+
+
+class Source:
+  """Shared behaviour; subclasses implement ``__len__``, ``__getitem__``, ``locate``."""
+
+  spec: str = ""
+  label_space: LabelSpace = LabelSpace(None)
+
+  @property
+  def num_classes(self) -> Optional[int]:
+    return self.label_space.num_classes
+
+  @property
+  def multi_label(self) -> bool:
+    return self.label_space.multi_label
+
+  @property
+  def label_names(self) -> Optional[list]:
+    return self.label_space.label_names
+
+  def locate(self, index: int) -> RecordLocation:
+    raise NotImplementedError
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.spec!r}, {len(self)} records)"
+
+
+class ExampleSource(Source):
+  """A source whose records are serialized tf.train.Example; subclasses read bytes."""
+
+  def __init__(self, image_key: str, label_key: str, id_key: Optional[str]):
+    self.image_key = image_key
+    self.label_key = label_key
+    self._id_keys = (id_key,) if id_key else DEFAULT_ID_KEYS
+    self._keys = (image_key, label_key) + self._id_keys
+
+  def read_serialized(self, index: int) -> bytes:
+    raise NotImplementedError
+
+  def parse(self, serialized, index: int) -> Record:
+    try:
+      features = tf_example.parse_example(serialized, self._keys)
+    except tf_example.ExampleParseError as e:
+      raise CorruptRecordError(self.locate(index), f"not a tf.train.Example ({e})") from None
+    images = features.get(self.image_key)
+    if not images:
+      raise CorruptRecordError(
+          self.locate(index), f"no {self.image_key!r} bytes feature (pass image_key=...)")
+    labels = features.get(self.label_key)
+    if labels is None or not isinstance(labels, np.ndarray) or labels.dtype != np.int64:
+      raise CorruptRecordError(
+          self.locate(index), f"no {self.label_key!r} int64 feature (pass label_key=...)")
+    record_id = None
+    for key in self._id_keys:
+      if key in features:
+        record_id = _id_string(features[key])
+        break
+    return Record(image=images[0], labels=labels, id=record_id)
+
+  def __getitem__(self, index: int) -> Record:
+    index = int(index)
+    try:
+      serialized = self.read_serialized(index)
+    except (OSError, ValueError, RuntimeError) as e:
+      if isinstance(e, CorruptRecordError):
+        raise
+      raise CorruptRecordError(self.locate(index), f"unreadable ({e})") from None
+    return self.parse(serialized, index)
+
+
+def _array_record_location(ar_source, index: int) -> RecordLocation:
+  # array_record's ArrayRecordDataSource maps a global key to (file, position);
+  # its helper is private, so keep the one use here.
+  reader_idx, position = ar_source._reader_idx_and_position(index)  # pylint: disable=protected-access
+  path = ar_source._read_instructions[reader_idx].filename  # pylint: disable=protected-access
+  return RecordLocation(str(path), int(position))
+
+
+class ArrayRecordSource(ExampleSource):
+  """ArrayRecord shards (``arrayrecord:GLOB``)."""
+
+  def __init__(self, pattern: str, *, image_key: Optional[str] = None,
+               label_key: Optional[str] = None, id_key: Optional[str] = None, **label_options):
+    import grain  # pylint: disable=import-outside-toplevel
+    self.paths = expand_glob(pattern)
+    info = dataset_info.read_info_for_files(self.paths) or {}
+    super().__init__(image_key or info.get("image_key") or DEFAULT_IMAGE_KEY,
+                     label_key or info.get("label_key") or DEFAULT_LABEL_KEY, id_key)
+    self.spec = f"arrayrecord:{pattern}"
+    self.label_space = _label_space(label_options, info)
+    self._source = grain.sources.ArrayRecordDataSource(self.paths)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def read_serialized(self, index: int) -> bytes:
+    return self._source[index]
+
+  def locate(self, index: int) -> RecordLocation:
+    return _array_record_location(self._source, index)
+
+
+class TFRecordSource(ExampleSource):
+  """TFRecord shards (``tfrecord:GLOB``), random access through offset indexes."""
+
+  def __init__(self, pattern: str, *, image_key: Optional[str] = None,
+               label_key: Optional[str] = None, id_key: Optional[str] = None,
+               index_dir: Optional[str] = None, verify_crc: bool = False,
+               build_index: bool = True, **label_options):
+    self.paths = expand_glob(pattern)
+    info = dataset_info.read_info_for_files(self.paths) or {}
+    super().__init__(image_key or info.get("image_key") or DEFAULT_IMAGE_KEY,
+                     label_key or info.get("label_key") or DEFAULT_LABEL_KEY, id_key)
+    self.spec = f"tfrecord:{pattern}"
+    self.label_space = _label_space(label_options, info)
+    self.index_dir = index_dir
+    self.verify_crc = verify_crc
+    counts = [len(tfrecord.load_index(p, index_dir, build=build_index)) - 1 for p in self.paths]
+    self._ends = np.cumsum(counts)
+    self._offsets: Optional[list] = None  # memory-mapped per process
+    self._fds: dict[int, int] = {}
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_offsets"] = None
+    state["_fds"] = {}
+    return state
+
+  def __len__(self) -> int:
+    return int(self._ends[-1]) if len(self._ends) else 0
+
+  def _file_and_position(self, index: int) -> tuple[int, int]:
+    if not 0 <= index < len(self):
+      raise IndexError(f"record {index} out of range for {len(self)} records")
+    file_index = int(np.searchsorted(self._ends, index, side="right"))
+    start = int(self._ends[file_index - 1]) if file_index else 0
+    return file_index, index - start
+
+  def locate(self, index: int) -> RecordLocation:
+    file_index, position = self._file_and_position(index)
+    return RecordLocation(self.paths[file_index], position)
+
+  def read_serialized(self, index: int) -> bytes:
+    file_index, position = self._file_and_position(index)
+    if self._offsets is None:
+      self._offsets = [tfrecord.load_index(p, self.index_dir, build=False) for p in self.paths]
+    fd = self._fds.get(file_index)
+    if fd is None:
+      fd = self._fds[file_index] = os.open(self.paths[file_index], os.O_RDONLY)
+    offsets = self._offsets[file_index]
+    return tfrecord.read_record(fd, int(offsets[position]), int(offsets[position + 1]),
+                                self.verify_crc, self.paths[file_index], position)
+
+  def __del__(self):
+    for fd in getattr(self, "_fds", {}).values():
+      try:
+        os.close(fd)
+      except OSError:
+        pass
+
+
+def parse_tfds_spec(rest: str) -> tuple[str, str]:
+  """``NAME[/CONFIG][:VERSION]/SPLIT`` -> (name for tfds, split)."""
+  name, sep, split = rest.rpartition("/")
+  if not sep or not name or not split:
+    raise ValueError(
+        f"tfds source {rest!r} must look like NAME[:VERSION]/SPLIT, e.g. "
+        "tfds:imagenet2012/train or tfds:imagenet2012:5.1.0/validation[:50%].")
+  return name, split
+
+
+def _tfds_feature(features, key: str):
+  feature = features
+  for part in key.split("/"):
+    feature = feature[part]
+  return feature
+
+
+class TFDSSource(ExampleSource):
+  """A TFDS dataset prepared in array_record format (``tfds:NAME[:VERSION]/SPLIT``).
+
+  Reads raw records through ``tfds.data_source`` (never downloads) and parses
+  them here, so TensorFlow decodes nothing. The image and label keys are the
+  feature names of the builder (defaults ``image`` and ``label``).
+  """
+
+  def __init__(self, rest: str, *, data_dir: Optional[str] = None,
+               image_key: Optional[str] = None, label_key: Optional[str] = None,
+               id_key: Optional[str] = None, **label_options):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    name, split = parse_tfds_spec(rest)
+    super().__init__(image_key or TFDS_IMAGE_KEY, label_key or TFDS_LABEL_KEY,
+                     id_key or "file_name")
+    self.spec = f"tfds:{rest}"
+    try:
+      self._source = tfds.data_source(
+          name, split=split, data_dir=data_dir, download=False,
+          deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    except Exception as e:  # tfds raises many types for a missing dataset.
+      raise FileNotFoundError(
+          f"Cannot open TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}): "
+          f"{type(e).__name__}: {e}. Prepare it first in array_record format, e.g. "
+          f"`tfds build {name.split(':')[0]} --file_format=array_record`.") from None
+    info = self._source.dataset_info
+    if info.file_format is not None and "array_record" not in str(info.file_format):
+      raise ValueError(
+          f"TFDS dataset {name!r} is prepared as {info.file_format}; random access needs "
+          "array_record. Re-prepare it with --file_format=array_record.")
+    self.label_space = _label_space(label_options, None, self._tfds_label_space(info))
+
+  def _tfds_label_space(self, info) -> LabelSpace:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    try:
+      feature = _tfds_feature(info.features, self.label_key)
+    except KeyError:
+      raise ValueError(
+          f"TFDS dataset {info.name} has no feature {self.label_key!r}; its features are "
+          f"{list(info.features.keys())}. Pass label_key=...") from None
+    multi_label = isinstance(feature, tfds.features.Sequence)
+    if multi_label:
+      feature = feature.feature
+    if not isinstance(feature, tfds.features.ClassLabel):
+      return LabelSpace(None, multi_label)
+    return LabelSpace(feature.num_classes, multi_label, list(feature.names))
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def read_serialized(self, index: int) -> bytes:
+    return self._source[index]
+
+  def locate(self, index: int) -> RecordLocation:
+    return _array_record_location(self._source.data_source, index)
+
+
+class FolderSource(Source):
+  """``folder:PATH`` with ``PATH/<class>/<image>``; classes in sorted name order."""
+
+  def __init__(self, root: str, **label_options):
+    root = os.path.expanduser(root)
+    if not os.path.isdir(root):
+      raise FileNotFoundError(f"Image folder {root!r} does not exist.")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    files, labels = [], []
+    for label, name in enumerate(classes):
+      for dirpath, _, filenames in sorted(os.walk(os.path.join(root, name))):
+        for filename in sorted(filenames):
+          if filename.lower().endswith(IMAGE_EXTENSIONS):
+            files.append(os.path.relpath(os.path.join(dirpath, filename), root))
+            labels.append(label)
+    if not files:
+      raise FileNotFoundError(
+          f"No images under {root!r}; expected {root}/<class>/<image> with extensions "
+          f"{', '.join(IMAGE_EXTENSIONS)}.")
+    self.root = root
+    self.spec = f"folder:{root}"
+    # Fixed-width byte strings pickle compactly into every worker process.
+    self._files = np.asarray([f.encode() for f in files], dtype=bytes)
+    self._labels = np.asarray(labels, np.int64)
+    self.label_space = _label_space(label_options, None,
+                                    LabelSpace(len(classes), False, classes))
+
+  def __len__(self) -> int:
+    return len(self._files)
+
+  def path(self, index: int) -> str:
+    return os.path.join(self.root, self._files[int(index)].decode())
+
+  def locate(self, index: int) -> RecordLocation:
+    return RecordLocation(self.path(index), 0)
+
+  def __getitem__(self, index: int) -> Record:
+    index = int(index)
+    try:
+      with open(self.path(index), "rb") as f:
+        data = f.read()
+    except OSError as e:
+      raise CorruptRecordError(self.locate(index), f"unreadable ({e})") from None
+    return Record(image=data, labels=self._labels[index:index + 1],
+                  id=self._files[index].decode())
+
+
+# ------------------------------------------------------------------ opening
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+  kind, sep, rest = spec.partition(":")
+  if not sep or kind not in SOURCE_KINDS or not rest:
+    raise ValueError(
+        f"Source {spec!r} must be one of arrayrecord:GLOB, tfrecord:GLOB, "
+        "tfds:NAME[:VERSION]/SPLIT, folder:PATH.")
+  return kind, rest
+
+
+def open_source(spec: str, **options) -> Source:
+  """Opens the source named by ``spec`` (see the module docstring for specs and options)."""
+  kind, rest = split_spec(spec)
+  constructor = {"arrayrecord": ArrayRecordSource, "tfrecord": TFRecordSource,
+                 "tfds": TFDSSource, "folder": FolderSource}[kind]
+  try:
+    return constructor(rest, **options)
+  except TypeError as e:
+    if "unexpected keyword" in str(e):
+      raise TypeError(f"{spec}: {e}; see data/sources.py for the options of each kind.") from None
+    raise
+
+
+def labels_of(source: Source, indices: Sequence[int]) -> list[np.ndarray]:
+  """Labels of ``indices`` (parsing each record; corrupt ones raise)."""
+  return [source[i].labels for i in indices]

@@ -1,0 +1,155 @@
+"""Baseline per-example image transforms (REFERENCE.md section 3).
+
+Training (:func:`train_image`): Inception crop -> bicubic resize to S x S ->
+random horizontal flip.
+
+- The crop covers a uniform fraction of the image area in ``[0.08, 1]`` with
+  an aspect ratio (width / height) log-uniform in ``[3/4, 4/3]``; up to 10
+  draws are tried and the first that fits inside the image is used. If none
+  fits, the fallback is the reference's centre crop: a centred square whose
+  side is ``S / (S + 32)`` of the image's shorter side.
+- Only what the crop needs is decoded: for a JPEG the crop box is chosen from
+  the header alone, then the image is decoded at the smallest DCT scale (1/8
+  steps) that still gives the crop at least S pixels each way
+  (:mod:`data.decode`). ``dct_scaled_decode=False`` turns this off.
+
+Evaluation (:func:`eval_image`): bicubic resize of the whole image to
+``(S + 32) x (S + 32)`` (aspect ratio not kept), then the centre S x S crop.
+
+Resizing uses PIL's bicubic filter, which is antialiased when shrinking (its
+kernel widens with the scale factor), so a 1/8-scale DCT decode followed by
+the resize and a full decode followed by the resize agree closely.
+
+Every function takes the image bytes and returns uint8 ``[S, S, 3]``; all
+randomness comes from the ``np.random.Generator`` argument, so an output is a
+pure function of (bytes, generator state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image
+
+from data import decode
+
+EVAL_RESIZE_MARGIN = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformConfig:
+  """Geometry of the baseline transforms. Plain data.
+
+  Attributes:
+    resolution: output side S in pixels.
+    area_range: Inception crop area, as fractions of the image area.
+    aspect_range: Inception crop width / height range.
+    attempts: Inception crop draws before the centre-crop fallback.
+    flip: random horizontal flip (probability 1/2) in training.
+    dct_scaled_decode: decode JPEGs at a reduced DCT scale when the crop (or
+      the eval resize) allows it.
+    eval_resize_margin: eval resizes to ``S + margin`` then centre-crops S.
+  """
+
+  resolution: int
+  area_range: tuple[float, float] = (0.08, 1.0)
+  aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
+  attempts: int = 10
+  flip: bool = True
+  dct_scaled_decode: bool = True
+  eval_resize_margin: int = EVAL_RESIZE_MARGIN
+
+  def __post_init__(self):
+    if self.resolution <= 0:
+      raise ValueError(f"resolution must be positive, got {self.resolution}.")
+    low, high = self.area_range
+    if not 0 < low <= high <= 1:
+      raise ValueError(f"area_range must satisfy 0 < low <= high <= 1, got {self.area_range}.")
+    low, high = self.aspect_range
+    if not 0 < low <= high:
+      raise ValueError(f"aspect_range must satisfy 0 < low <= high, got {self.aspect_range}.")
+
+
+# A crop box in pixels of the stored image: (top, left, height, width).
+Box = tuple[int, int, int, int]
+
+
+def center_crop_box(height: int, width: int, resolution: int,
+                    margin: int = EVAL_RESIZE_MARGIN) -> Box:
+  """The reference's fallback: a centred square, ``S / (S + margin)`` of the shorter side."""
+  side = max(1, int(round(resolution / (resolution + margin) * min(height, width))))
+  return (height - side) // 2, (width - side) // 2, side, side
+
+
+def sample_inception_crop(height: int, width: int, rng: np.random.Generator,
+                          config: TransformConfig) -> tuple[Box, bool]:
+  """Draws an Inception crop box.
+
+  Returns:
+    ``(box, sampled)``: ``sampled`` is False when every attempt failed and
+    ``box`` is the centre-crop fallback.
+  """
+  area = height * width
+  log_low, log_high = math.log(config.aspect_range[0]), math.log(config.aspect_range[1])
+  for _ in range(config.attempts):
+    target_area = area * rng.uniform(*config.area_range)
+    aspect = math.exp(rng.uniform(log_low, log_high))
+    crop_w = int(round(math.sqrt(target_area * aspect)))
+    crop_h = int(round(math.sqrt(target_area / aspect)))
+    if 0 < crop_w <= width and 0 < crop_h <= height:
+      top = int(rng.integers(0, height - crop_h + 1))
+      left = int(rng.integers(0, width - crop_w + 1))
+      return (top, left, crop_h, crop_w), True
+  return center_crop_box(height, width, config.resolution, config.eval_resize_margin), False
+
+
+def _decode_for_box(data, box: Box, image_hw: tuple[int, int], out_hw: tuple[int, int],
+                    dct_scaled: bool) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+  """Decodes just enough pixels for ``box`` to yield ``out_hw``; returns the image and
+  the box in the decoded image's coordinates as PIL's (left, top, right, bottom)."""
+  height, width = image_hw
+  top, left, box_h, box_w = box
+  min_height = min_width = 0
+  if dct_scaled:
+    # The box must keep at least out_hw pixels after scaling the whole image.
+    min_height = math.ceil(height * out_hw[0] / box_h)
+    min_width = math.ceil(width * out_hw[1] / box_w)
+  pixels = decode.decode_rgb(data, min_height=min_height, min_width=min_width)
+  # Scale from the decoded size, not the requested one: it also absorbs a
+  # header that disagrees with the pixels.
+  scale_y = pixels.shape[0] / height
+  scale_x = pixels.shape[1] / width
+  pil_box = (left * scale_x, top * scale_y, (left + box_w) * scale_x, (top + box_h) * scale_y)
+  return pixels, pil_box
+
+
+def _resize(pixels: np.ndarray, out_hw: tuple[int, int],
+            pil_box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+  image = Image.fromarray(pixels)
+  resized = image.resize((out_hw[1], out_hw[0]), Image.Resampling.BICUBIC, box=pil_box)
+  return np.asarray(resized)
+
+
+def train_image(data, rng: np.random.Generator, config: TransformConfig) -> np.ndarray:
+  """Inception crop, bicubic resize to S x S, random flip: uint8 ``[S, S, 3]``."""
+  size = config.resolution
+  image_hw = decode.image_size(data)
+  box, _ = sample_inception_crop(*image_hw, rng, config)
+  pixels, pil_box = _decode_for_box(data, box, image_hw, (size, size), config.dct_scaled_decode)
+  out = _resize(pixels, (size, size), pil_box)
+  if config.flip and rng.random() < 0.5:
+    out = out[:, ::-1]
+  return np.ascontiguousarray(out)
+
+
+def eval_image(data, config: TransformConfig) -> np.ndarray:
+  """Bicubic resize of the whole image to (S + 32)^2, then the centre S x S: uint8."""
+  size = config.resolution
+  resized_side = size + config.eval_resize_margin
+  min_side = resized_side if config.dct_scaled_decode else 0
+  pixels = decode.decode_rgb(data, min_height=min_side, min_width=min_side)
+  resized = _resize(pixels, (resized_side, resized_side))
+  offset = config.eval_resize_margin // 2
+  return np.ascontiguousarray(resized[offset:offset + size, offset:offset + size])
