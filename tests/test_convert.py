@@ -1,0 +1,489 @@
+"""Importing DeepMind and timm NFNet weights (nfnet/convert.py).
+
+The source files are built here, by writers that follow the sources' own
+layouts (REFERENCE.md section 5, timm/models/nfnet.py), not nfnet.convert's
+tables; timm weights are checked against a small NumPy re-implementation of
+timm's forward pass.
+"""
+import json
+import os
+import pickle
+import subprocess
+import sys
+import types
+import importlib.util
+
+import dill
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+from numpy.lib.stride_tricks import sliding_window_view
+from safetensors.numpy import save_file
+from scipy.special import erf
+
+from nfnet import convert
+from nfnet import variants
+from nfnet.info import abstract_params
+from nfnet.model import NFNet, count_params
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(variant="F0", num_classes=10, width=0.125, depths=(1, 1, 1, 1),
+            group_size=16)
+# A tiny timm-layout net: F0 widths / 8, two blocks in stages 1 and 3 so that
+# per-stage block numbering and identity shortcuts are exercised.
+TIMM_TINY = dict(widths=(32, 64, 192, 192), depths=(1, 2, 1, 2), group_size=16,
+                 num_classes=10)
+
+
+# ---------------------------------------------------------------------------
+# Source-format writers.
+# ---------------------------------------------------------------------------
+
+
+def to_haiku_layout(params):
+  """Our params -> DeepMind's {module path: {leaf: array}} (REFERENCE s.5)."""
+  haiku = {}
+
+  def put(module, leaf, value):
+    haiku.setdefault("NFNet/~/" + module, {})[leaf] = value
+
+  def put_conv(module, conv):
+    put(module, "w", conv["kernel"])
+    put(module, "gain", conv["gain"])
+    put(module, "bias", conv["bias"])
+
+  for name, sub in params.items():
+    if name.startswith("stem_conv") or name == "final_conv":
+      put_conv(name, sub)
+    elif name == "classifier":
+      put("linear", "w", sub["kernel"])
+      put("linear", "b", sub["bias"])
+    else:
+      index = int(name.rsplit("_", 1)[1])
+      block = "nf_block" if index == 0 else f"nf_block_{index}"
+      put(block, "skip_gain", sub["skip_gain"])
+      for conv in ("conv0", "conv1", "conv1b", "conv2", "conv_shortcut"):
+        if conv in sub:
+          put_conv(f"{block}/~/{conv}", sub[conv])
+      for ours, linear in (("fc0", "linear"), ("fc1", "linear_1")):
+        se = sub["squeeze_excite"][ours]
+        put(f"{block}/~/squeeze_excite/~/{linear}", "w", se["kernel"])
+        put(f"{block}/~/squeeze_excite/~/{linear}", "b", se["bias"])
+  return haiku
+
+
+def timm_state_dict(make, widths, depths, group_size, num_classes):
+  """A dm_nfnet state dict laid out as timm's NormFreeNet names and stores it.
+
+  Convs (ScaledStdConv2dSame): weight OIHW, gain [O,1,1,1], bias [O]. SE
+  (attn_last): 1x1 nn.Conv2d fc1/fc2 with bias. Head: nn.Linear [C, in].
+  The stem is the F-series 16/32/64/(widths[0] // 2) stem at every width.
+  `make(shape, kind)` makes each tensor.
+  """
+  sd = {}
+
+  def conv(name, out_ch, in_ch, k):
+    sd[f"{name}.weight"] = make((out_ch, in_ch, k, k), "conv")
+    sd[f"{name}.gain"] = make((out_ch, 1, 1, 1), "gain")
+    sd[f"{name}.bias"] = make((out_ch,), "bias")
+
+  in_ch = 3
+  for j, ch in enumerate((16, 32, 64, widths[0] // 2)):
+    conv(f"stem.conv{j + 1}", ch, in_ch, 3)
+    in_ch = ch
+  for s, (width, depth) in enumerate(zip(widths, depths)):
+    mid = width // 2 // group_size * group_size
+    for b in range(depth):
+      p = f"stages.{s}.{b}"
+      if b == 0:
+        conv(f"{p}.downsample.conv", width, in_ch, 1)
+      conv(f"{p}.conv1", mid, in_ch, 1)
+      conv(f"{p}.conv2", mid, group_size, 3)
+      conv(f"{p}.conv2b", mid, group_size, 3)
+      conv(f"{p}.conv3", width, mid, 1)
+      sd[f"{p}.attn_last.fc1.weight"] = make((width // 2, width, 1, 1), "dense")
+      sd[f"{p}.attn_last.fc1.bias"] = make((width // 2,), "bias")
+      sd[f"{p}.attn_last.fc2.weight"] = make((width, width // 2, 1, 1), "dense")
+      sd[f"{p}.attn_last.fc2.bias"] = make((width,), "bias")
+      sd[f"{p}.skipinit_gain"] = make((), "skip")
+      in_ch = width
+  conv("final_conv", 2 * widths[-1], in_ch, 1)
+  sd["head.fc.weight"] = make((num_classes, 2 * widths[-1]), "dense")
+  sd["head.fc.bias"] = make((num_classes,), "bias")
+  return sd
+
+
+def random_maker(seed=0):
+  """Tensors of trained-looking scale. Conv weights have std 0.01 so that
+  timm's additive 1e-5 epsilon visibly changes the standardization."""
+  rng = np.random.default_rng(seed)
+  draw = {
+      "conv": lambda s: rng.normal(0, 0.01, s),
+      "dense": lambda s: rng.normal(0, 0.1, s),
+      "gain": lambda s: rng.uniform(0.5, 1.5, s),
+      "bias": lambda s: rng.normal(0, 0.1, s),
+      "skip": lambda s: rng.normal(0, 1.0, s),
+  }
+  return lambda shape, kind: np.asarray(draw[kind](shape), np.float32)
+
+
+def zeros_maker(shape, kind):
+  """Full-size tensors without memory: one zero broadcast to the shape."""
+  del kind
+  return np.broadcast_to(np.float32(0), shape)
+
+
+def tiny_timm_state_dict(seed=0):
+  return timm_state_dict(random_maker(seed), **TIMM_TINY)
+
+
+def random_params(model, seed=0):
+  """Random parameters of the model's shapes (non-zero SkipInit gains too)."""
+  rng = np.random.default_rng(seed)
+  shapes = flat(abstract_params(model, resolution=32))
+  return traverse_util.unflatten_dict({
+      tuple(path.split("/")): np.asarray(
+          rng.normal(0, 0.2, s.shape) + (path.endswith("gain") and
+                                         not path.endswith("skip_gain")),
+          np.float32)
+      for path, s in shapes.items()})
+
+
+def logits(model, params, images):
+  """Jitted inference: eager dispatch of every op is far slower here."""
+  return np.asarray(jax.jit(
+      lambda p, x: model.apply({"params": p}, x, is_training=False))(
+          params, images))
+
+
+def flat(params):
+  return traverse_util.flatten_dict(params, sep="/")
+
+
+# ---------------------------------------------------------------------------
+# timm's forward pass in NumPy (float64, NCHW, OIHW), from timm/models/nfnet.py
+# (NormFreeNet with _dm_nfnet_cfg) and timm/layers (ScaledStdConv2dSame,
+# pad_same, SEModule).
+# ---------------------------------------------------------------------------
+
+GELU_GAMMA = 1.7015043497085571
+ALPHA = 0.2
+
+
+def timm_act(x):
+  """GammaAct('gelu'): torch's exact erf GELU times the gamma."""
+  return 0.5 * x * (1 + erf(x / np.sqrt(2))) * GELU_GAMMA
+
+
+def timm_standardized_weight(sd, name):
+  """F.batch_norm(w.reshape(1, O, -1), weight=gain * fan_in**-0.5, eps=1e-5)."""
+  w = sd[f"{name}.weight"].astype(np.float64)
+  rows = w.reshape(w.shape[0], -1)
+  mean, var = rows.mean(1, keepdims=True), rows.var(1, keepdims=True)
+  scale = sd[f"{name}.gain"].reshape(-1, 1) * rows.shape[1] ** -0.5
+  return ((rows - mean) / np.sqrt(var + 1e-5) * scale).reshape(w.shape)
+
+
+def timm_pad_same(x, k, stride):
+  """timm.layers.padding.pad_same: TF 'SAME', the odd pixel bottom/right."""
+  pads = []
+  for size in x.shape[2:]:
+    total = max((-(-size // stride) - 1) * stride + k - size, 0)
+    pads.append((total // 2, total - total // 2))
+  return np.pad(x, ((0, 0), (0, 0), *pads))
+
+
+def timm_conv(sd, name, x, stride=1):
+  w = timm_standardized_weight(sd, name)
+  out_ch, in_per_group, k, _ = w.shape
+  groups = x.shape[1] // in_per_group
+  windows = sliding_window_view(timm_pad_same(x, k, stride), (k, k),
+                                axis=(2, 3))[:, :, ::stride, ::stride]
+  out_per_group = out_ch // groups
+  out = np.concatenate([
+      np.einsum("nchwij,ocij->nohw",
+                windows[:, g * in_per_group:(g + 1) * in_per_group],
+                w[g * out_per_group:(g + 1) * out_per_group], optimize=True)
+      for g in range(groups)], axis=1)
+  return out + sd[f"{name}.bias"][None, :, None, None]
+
+
+def timm_avg_pool(x):
+  """nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)."""
+  n, c, h, w = x.shape
+  padded = np.full((n, c, h + h % 2, w + w % 2), np.nan)
+  padded[:, :, :h, :w] = x
+  windows = padded.reshape(n, c, (h + 1) // 2, 2, (w + 1) // 2, 2)
+  return np.nanmean(windows, axis=(3, 5))
+
+
+def timm_squeeze_excite(sd, name, x):
+  """SEModule: mean -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid, times x."""
+  h = x.mean((2, 3)) @ sd[f"{name}.fc1.weight"][:, :, 0, 0].T
+  h = np.maximum(h + sd[f"{name}.fc1.bias"], 0)
+  h = h @ sd[f"{name}.fc2.weight"][:, :, 0, 0].T + sd[f"{name}.fc2.bias"]
+  return x / (1 + np.exp(-h))[:, :, None, None]
+
+
+def timm_forward(sd, images_nchw, depths):
+  x = images_nchw.astype(np.float64)
+  for j, stride in enumerate((2, 1, 1, 2)):  # stem, 'deep_quad'
+    x = timm_conv(sd, f"stem.conv{j + 1}", x, stride)
+    x = timm_act(x) if j < 3 else x
+  expected_var = 1.0
+  for s, depth in enumerate(depths):
+    for b in range(depth):
+      p, stride = f"stages.{s}.{b}", 2 if s > 0 and b == 0 else 1
+      out = timm_act(x) * expected_var ** -0.5
+      shortcut = x
+      if f"{p}.downsample.conv.weight" in sd:
+        shortcut = timm_conv(sd, f"{p}.downsample.conv",
+                             timm_avg_pool(out) if stride == 2 else out)
+      out = timm_conv(sd, f"{p}.conv1", out)
+      out = timm_conv(sd, f"{p}.conv2", timm_act(out), stride)
+      out = timm_conv(sd, f"{p}.conv2b", timm_act(out))
+      out = timm_conv(sd, f"{p}.conv3", timm_act(out))
+      out = 2.0 * timm_squeeze_excite(sd, f"{p}.attn_last", out)
+      x = out * sd[f"{p}.skipinit_gain"] * ALPHA + shortcut
+      expected_var = (1.0 if b == 0 else expected_var) + ALPHA**2
+  x = timm_act(timm_conv(sd, "final_conv", x))
+  return x.mean((2, 3)) @ sd["head.fc.weight"].T + sd["head.fc.bias"]
+
+
+# ---------------------------------------------------------------------------
+# DeepMind pickles.
+# ---------------------------------------------------------------------------
+
+
+def test_deepmind_pickle_round_trip(tmp_path):
+  model = NFNet(**TINY)
+  params = random_params(model)
+  path = tmp_path / "F0_haiku.npz"
+  with open(path, "wb") as f:
+    dill.dump(to_haiku_layout(params), f)
+
+  loaded_model, loaded = convert.load_deepmind(path)
+
+  assert convert.model_to_description(loaded_model) == \
+      convert.model_to_description(model)
+  assert flat(loaded).keys() == flat(params).keys()
+  for key, value in flat(params).items():
+    assert flat(loaded)[key].dtype == np.float32
+    np.testing.assert_array_equal(flat(loaded)[key], value, err_msg=key)
+  images = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(logits(loaded_model, loaded, images),
+                                logits(model, params, images))
+
+
+def test_deepmind_pickle_of_old_haiku_flatmapping_loads(tmp_path, monkeypatch):
+  """Haiku once returned FlatMapping; its pickles are `FlatMapping(dict)` and
+  must load without Haiku installed."""
+  fake = types.ModuleType("haiku._src.data_structures")
+
+  class FlatMapping(dict):
+    __module__ = "haiku._src.data_structures"
+    __qualname__ = "FlatMapping"
+
+    def __reduce__(self):
+      return FlatMapping, (dict(self),)
+
+  fake.FlatMapping = FlatMapping
+  monkeypatch.setitem(sys.modules, "haiku", types.ModuleType("haiku"))
+  monkeypatch.setitem(sys.modules, "haiku._src", types.ModuleType("haiku._src"))
+  monkeypatch.setitem(sys.modules, "haiku._src.data_structures", fake)
+  model = NFNet(**TINY)
+  params = random_params(model, seed=3)
+  haiku = to_haiku_layout(params)
+  path = tmp_path / "F0_haiku.npz"
+  with open(path, "wb") as f:
+    pickle.dump(FlatMapping({m: FlatMapping(v) for m, v in haiku.items()}), f)
+  assert b"FlatMapping" in path.read_bytes()
+  monkeypatch.undo()
+
+  _, loaded = convert.load_deepmind(path)
+  for key, value in flat(params).items():
+    np.testing.assert_array_equal(flat(loaded)[key], value, err_msg=key)
+
+
+class _RunsACommand:
+  """Unpickling this calls os.system: what a hostile weight file would do."""
+
+  def __init__(self, command):
+    self.command = command
+
+  def __reduce__(self):
+    return os.system, (self.command,)
+
+
+def test_deepmind_pickle_with_code_is_refused_unrun(tmp_path):
+  marker = tmp_path / "executed"
+  path = tmp_path / "F0_haiku.npz"
+  with open(path, "wb") as f:
+    dill.dump({"NFNet/~/linear": {"w": _RunsACommand(f"touch {marker}")}}, f)
+
+  with pytest.raises(convert.WeightImportError,
+                     match=r"refusing to load '(posix|nt|os)\.system'"):
+    convert.load_deepmind(path)
+  assert not marker.exists()
+
+
+def test_deepmind_mismatches_are_listed_together(tmp_path):
+  haiku = to_haiku_layout(random_params(NFNet(**TINY)))
+  del haiku["NFNet/~/nf_block_1/~/conv1b"]["w"]
+  haiku["NFNet/~/nf_block_1/~/mystery"] = {"w": np.zeros((3,), np.float32)}
+  haiku["NFNet/~/linear"]["b"] = np.zeros((7,), np.float32)
+  path = tmp_path / "F0_haiku.npz"
+  with open(path, "wb") as f:
+    dill.dump(haiku, f)
+
+  with pytest.raises(convert.WeightImportError) as error:
+    convert.load_deepmind(path)
+  message = str(error.value)
+  assert "3 problem(s)" in message
+  assert "missing NFNet/~/nf_block_1/~/conv1b:w" in message
+  assert "unexpected NFNet/~/nf_block_1/~/mystery:w" in message
+  assert "wrong shape NFNet/~/linear:b: (7,)" in message
+
+
+@pytest.mark.parametrize("variant,num_params", [
+    ("F0", 71_489_284), ("F6", 438_359_116), ("F4+", 524_954_484)])
+def test_full_size_deepmind_variant_is_inferred(variant, num_params):
+  abstract = abstract_params(NFNet(variant=variant))
+  zeros = jax.tree.map(lambda s: zeros_maker(s.shape, None), abstract)
+  model, params = convert.convert_haiku_params(to_haiku_layout(zeros))
+  assert convert.model_to_description(model) == \
+      convert.model_to_description(NFNet(variant=variant))
+  assert count_params(params) == num_params
+
+
+# ---------------------------------------------------------------------------
+# timm state dicts.
+# ---------------------------------------------------------------------------
+
+
+def test_timm_weights_reproduce_timm_forward(tmp_path):
+  sd = tiny_timm_state_dict()
+  path = tmp_path / "dm_nfnet_tiny.safetensors"
+  save_file(sd, str(path))
+
+  model, params = convert.load_timm(path)
+
+  assert model.stage_widths() == TIMM_TINY["widths"]
+  assert model.stage_depths() == TIMM_TINY["depths"]
+  assert (model.group_size, model.num_classes) == (16, 10)
+  # 34 px makes odd feature maps (17 -> 9 -> 5 -> 3 -> 2): asymmetric SAME
+  # padding in strided convs and partial windows in the shortcut pooling.
+  images = np.random.default_rng(2).normal(size=(2, 34, 34, 3)).astype(np.float32)
+  reference = timm_forward(sd, images.transpose(0, 3, 1, 2),
+                           TIMM_TINY["depths"])
+  ours = logits(model, params, images)
+  # float32 against float64: measured 5e-7 of the logit scale.
+  tolerance = 2e-5 * np.abs(reference).max()
+  np.testing.assert_allclose(ours, reference, rtol=2e-5, atol=tolerance)
+
+  # Each timm setting matters at this tolerance: the same weights with tanh
+  # GELU (measured 4e-4 off) or the reference's variance floor (0.5 off)
+  # miss it.
+  description = convert.model_to_description(model)
+  for reference_numerics in (dict(activation="gelu"),
+                             dict(ws_eps_mode="floor", ws_eps=1e-4)):
+    other = convert.model_from_description(description, **reference_numerics)
+    assert np.abs(logits(other, params, images) - reference).max() > 5 * tolerance
+
+
+def test_timm_mismatches_are_listed_together(tmp_path):
+  sd = tiny_timm_state_dict()
+  del sd["stages.1.1.conv2b.weight"]
+  sd["stages.0.0.attn.fc1.weight"] = np.zeros((4, 4, 1, 1), np.float32)
+  sd["final_conv.bias"] = sd["final_conv.bias"][:5]
+  path = tmp_path / "bad.safetensors"
+  save_file(sd, str(path))
+
+  with pytest.raises(convert.WeightImportError) as error:
+    convert.load_timm(path)
+  message = str(error.value)
+  assert "3 problem(s)" in message
+  assert "missing stages.1.1.conv2b.weight" in message
+  assert "unexpected stages.0.0.attn.fc1.weight" in message
+  assert "wrong shape final_conv.bias: (5,)" in message
+
+
+@pytest.mark.parametrize("variant,num_params", [
+    ("F0", 71_489_284), ("F3", 254_924_200), ("F6", 438_359_116)])
+def test_full_size_timm_variant_is_inferred(variant, num_params):
+  spec = variants.get_variant(variant)
+  sd = timm_state_dict(zeros_maker, spec.widths, spec.depths, 128, 1000)
+  model, params = convert.convert_timm_state_dict(sd)
+  assert model.variant == variant and model.depths is None
+  assert (model.activation, model.ws_eps_mode, model.ws_eps) == (
+      "gelu_exact", "add", 1e-5)
+  assert count_params(params) == num_params
+
+
+def test_timm_pth_needs_torch_or_matches_safetensors(tmp_path):
+  sd = tiny_timm_state_dict()
+  pth = tmp_path / "dm_nfnet_tiny.pth"
+  if importlib.util.find_spec("torch") is None:
+    pth.write_bytes(b"PK\x03\x04 a torch zip archive")
+    with pytest.raises(convert.WeightImportError,
+                       match="needs torch.*safetensors"):
+      convert.load_timm(pth)
+    return
+  import torch
+  torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, pth)
+  st = tmp_path / "dm_nfnet_tiny.safetensors"
+  save_file(sd, str(st))
+  _, from_pth = convert.load_timm(pth)
+  _, from_st = convert.load_timm(st)
+  for key, value in flat(from_st).items():
+    np.testing.assert_array_equal(flat(from_pth)[key], value, err_msg=key)
+
+
+# ---------------------------------------------------------------------------
+# Model description and the command line.
+# ---------------------------------------------------------------------------
+
+
+def test_model_description_round_trips_through_json():
+  model = NFNet(**TINY, dtype=jnp.bfloat16, drop_rate=0.3,
+                ws_eps_mode="add", ws_eps=1e-5)
+  description = json.loads(json.dumps(convert.model_to_description(model)))
+  assert description["dtype"] == "bfloat16"
+  back = convert.model_from_description(description)
+  assert back.dtype == jnp.bfloat16 and back.depths == (1, 1, 1, 1)
+  assert convert.model_to_description(back) == description
+  assert convert.model_from_description(description, dtype="float32").dtype \
+      == jnp.float32
+  with pytest.raises(convert.WeightImportError, match="colour"):
+    convert.model_from_description({**description, "colour": "red"})
+
+
+def test_cli_converts_timm_weights_and_never_overwrites(tmp_path):
+  sd = tiny_timm_state_dict()
+  src = tmp_path / "dm_nfnet_tiny.safetensors"
+  save_file(sd, str(src))
+  dst = tmp_path / "converted"
+  command = [sys.executable, "-m", "nfnet.convert", "timm", str(src), str(dst)]
+  env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+
+  run = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT,
+                       env=env, timeout=300)
+  assert run.returncode == 0, run.stderr
+  assert "Inferred NFNet-F0 x0.125 (widths 32/64/192/192, depths 1/2/1/2" \
+      in run.stdout
+  assert f"Mapped {len(sd)} tensors" in run.stdout
+
+  model, params = convert.load_converted(dst)
+  expected_model, expected = convert.load_timm(src)
+  assert convert.model_to_description(model) == \
+      convert.model_to_description(expected_model)
+  assert flat(params).keys() == flat(expected).keys()
+  for key, value in flat(expected).items():
+    np.testing.assert_array_equal(flat(params)[key], value, err_msg=key)
+
+  again = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT,
+                         env=env, timeout=300)
+  assert again.returncode == 1
+  assert "already exists" in again.stderr and "Traceback" not in again.stderr
