@@ -334,7 +334,7 @@ class TFDSSource(ExampleSource):
           f"{type(e).__name__}: {e}. Prepare it first in array_record format, e.g. "
           f"`tfds build {name.split(':')[0]} --file_format=array_record`.") from None
     info = self._source.dataset_info
-    if info.file_format is not None and "array_record" not in str(info.file_format):
+    if info.file_format is not None and info.file_format.value != "array_record":
       raise ValueError(
           f"TFDS dataset {name!r} is prepared as {info.file_format}; random access needs "
           "array_record. Re-prepare it with --file_format=array_record.")
