@@ -54,8 +54,9 @@ from nfnet.model import CLASSIFIER, NFNet, count_params
 # The timm `dm_nfnet_*` numerics (timm/models/nfnet.py `_dm_nfnet_cfg`:
 # gamma_in_act, std_conv_eps=1e-5, act_layer='gelu' = torch's exact erf GELU).
 TIMM_NUMERICS = dict(activation="gelu_exact", ws_eps_mode="add", ws_eps=1e-5)
-# DeepMind's reference numerics are the model's defaults.
-DEEPMIND_NUMERICS: dict[str, Any] = {}
+# DeepMind's reference numerics (the model's defaults), written out so that a
+# converted checkpoint's model.json records them whatever the defaults become.
+DEEPMIND_NUMERICS = dict(activation="gelu", ws_eps_mode="floor", ws_eps=1e-4)
 
 MODEL_DESCRIPTION_FILE = "model.json"
 

@@ -258,7 +258,7 @@ def timm_forward(sd, images_nchw, depths):
 
 
 def test_deepmind_pickle_round_trip(tmp_path):
-  model = NFNet(**TINY)
+  model = NFNet(**TINY, **convert.DEEPMIND_NUMERICS)
   params = random_params(model)
   path = tmp_path / "F0_haiku.npz"
   with open(path, "wb") as f:
@@ -353,8 +353,9 @@ def test_full_size_deepmind_variant_is_inferred(variant, num_params):
   abstract = abstract_params(NFNet(variant=variant))
   zeros = jax.tree.map(lambda s: zeros_maker(s.shape, None), abstract)
   model, params = convert.convert_haiku_params(to_haiku_layout(zeros))
-  assert convert.model_to_description(model) == \
-      convert.model_to_description(NFNet(variant=variant))
+  assert convert.model_to_description(model) == convert.model_to_description(
+      NFNet(variant=variant, activation="gelu", ws_eps_mode="floor",
+            ws_eps=1e-4))
   assert count_params(params) == num_params
 
 
