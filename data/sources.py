@@ -107,6 +107,15 @@ def expand_glob(pattern: str) -> list[str]:
   return paths
 
 
+_LABEL_OPTIONS = ("num_classes", "multi_label", "label_names")
+
+
+def _check_label_options(options: dict[str, Any]) -> None:
+  unknown = sorted(set(options) - set(_LABEL_OPTIONS))
+  if unknown:
+    raise TypeError(f"unexpected keyword argument(s) {unknown}")
+
+
 def _label_space(options: dict[str, Any], info: Optional[dict[str, Any]],
                  fallback: Optional[LabelSpace] = None) -> LabelSpace:
   info = info or {}
@@ -214,6 +223,7 @@ class ArrayRecordSource(ExampleSource):
   def __init__(self, pattern: str, *, image_key: Optional[str] = None,
                label_key: Optional[str] = None, id_key: Optional[str] = None, **label_options):
     import grain  # pylint: disable=import-outside-toplevel
+    _check_label_options(label_options)
     self.paths = expand_glob(pattern)
     info = dataset_info.read_info_for_files(self.paths) or {}
     super().__init__(image_key or info.get("image_key") or DEFAULT_IMAGE_KEY,
@@ -239,6 +249,7 @@ class TFRecordSource(ExampleSource):
                label_key: Optional[str] = None, id_key: Optional[str] = None,
                index_dir: Optional[str] = None, verify_crc: bool = False,
                build_index: bool = True, **label_options):
+    _check_label_options(label_options)
     self.paths = expand_glob(pattern)
     info = dataset_info.read_info_for_files(self.paths) or {}
     super().__init__(image_key or info.get("image_key") or DEFAULT_IMAGE_KEY,
@@ -320,6 +331,7 @@ class TFDSSource(ExampleSource):
                image_key: Optional[str] = None, label_key: Optional[str] = None,
                id_key: Optional[str] = None, **label_options):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    _check_label_options(label_options)
     name, split = parse_tfds_spec(rest)
     super().__init__(image_key or TFDS_IMAGE_KEY, label_key or TFDS_LABEL_KEY,
                      id_key or "file_name")
@@ -369,6 +381,7 @@ class FolderSource(Source):
   """``folder:PATH`` with ``PATH/<class>/<image>``; classes in sorted name order."""
 
   def __init__(self, root: str, **label_options):
+    _check_label_options(label_options)
     root = os.path.expanduser(root)
     if not os.path.isdir(root):
       raise FileNotFoundError(f"Image folder {root!r} does not exist.")

@@ -79,6 +79,8 @@ class CorpusConfig:
   # else (shape, pattern).
   colour_in_label: bool = True
   objects_per_image: tuple[int, int] = (2, 4)  # inclusive range
+  # Balanced: example i's first object has class i % num_classes (small sets).
+  balanced: bool = False
   object_size: tuple[float, float] = (0.34, 0.48)  # fraction of the image side
   image_size: int = 64
   jpeg_quality: int = 90
@@ -112,7 +114,7 @@ def pretrain_config(image_size: int = 64) -> CorpusConfig:
 
 def downstream_config(image_size: int = 64) -> CorpusConfig:
   return CorpusConfig("downstream", shapes=DOWNSTREAM_SHAPES, patterns=DOWNSTREAM_PATTERNS,
-                      colour_in_label=False, objects_per_image=(1, 1),
+                      colour_in_label=False, objects_per_image=(1, 1), balanced=True,
                       object_size=(0.55, 0.8), image_size=image_size)
 
 
@@ -202,8 +204,21 @@ def _draw_object(canvas: np.ndarray, rng: np.random.Generator, config: CorpusCon
   region[mask] = (shade[..., None] * rgb)[mask]
 
 
-def draw_example(rng: np.random.Generator, config: CorpusConfig) -> tuple[np.ndarray, np.ndarray]:
-  """One image (uint8 [S, S, 3]) and its sorted, unique int64 labels."""
+def _factors_of(config: CorpusConfig, class_id: int) -> tuple[int, Optional[int], int]:
+  """(shape, colour or None, pattern) of a class id (inverse of class_id)."""
+  rest, pattern = divmod(class_id, len(config.patterns))
+  if not config.colour_in_label:
+    return rest, None, pattern
+  shape, colour = divmod(rest, len(config.colours))
+  return shape, colour, pattern
+
+
+def draw_example(rng: np.random.Generator, config: CorpusConfig,
+                 first_class: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+  """One image (uint8 [S, S, 3]) and its sorted, unique int64 labels.
+
+  ``first_class`` fixes the class of the first object (balanced corpora).
+  """
   size = config.image_size
   canvas = _background(rng, size)
   low, high = config.objects_per_image
@@ -216,10 +231,13 @@ def draw_example(rng: np.random.Generator, config: CorpusConfig) -> tuple[np.nda
     chosen = rng.choice(4, size=num_objects, replace=False)
     cells = [(corners[c][0], corners[c][1], half) for c in chosen]
   labels = []
-  for cell in cells:
+  for k, cell in enumerate(cells):
     shape = int(rng.integers(len(config.shapes)))
     colour = int(rng.integers(len(config.colours)))
     pattern = int(rng.integers(len(config.patterns)))
+    if k == 0 and first_class is not None:
+      shape, fixed_colour, pattern = _factors_of(config, first_class)
+      colour = colour if fixed_colour is None else fixed_colour
     _draw_object(canvas, rng, config, cell, shape, colour, pattern)
     labels.append(config.class_id(shape, colour, pattern))
   image = np.clip(canvas, 0, 255).astype(np.uint8)
@@ -231,7 +249,8 @@ def example_rng(seed: int, corpus: str, split: str, index: int) -> np.random.Gen
 
 
 def serialized_example(seed: int, config: CorpusConfig, split: str, index: int) -> bytes:
-  image, labels = draw_example(example_rng(seed, config.name, split, index), config)
+  first_class = index % config.num_classes if config.balanced else None
+  image, labels = draw_example(example_rng(seed, config.name, split, index), config, first_class)
   jpeg = simplejpeg.encode_jpeg(image, quality=config.jpeg_quality, colorspace="RGB")
   return tf_example.serialize_example({
       "image/encoded": jpeg,

@@ -105,6 +105,21 @@ def sample_inception_crop(height: int, width: int, rng: np.random.Generator,
   return center_crop_box(height, width, config.resolution, config.eval_resize_margin), False
 
 
+def dct_min_size(image_hw: tuple[int, int], needed_hw: tuple[int, int]) -> tuple[int, int]:
+  """The min_height/min_width that make libjpeg-turbo decode at 1/1, 1/2, 1/4 or 1/8.
+
+  It would otherwise pick any M/8 scale; measured here, the odd ones (3/8,
+  5/8, ...) are both slower and less faithful (mean abs difference to a full
+  decode + resize of 4.5 grey levels at 3/8 against 2.6 at 1/4), so only
+  power-of-two scales are used: the smallest one that keeps ``needed_hw``.
+  """
+  height, width = image_hw
+  factor = 8
+  while factor > 1 and (height // factor < needed_hw[0] or width // factor < needed_hw[1]):
+    factor //= 2
+  return math.ceil(height / factor), math.ceil(width / factor)
+
+
 def _decode_for_box(data, box: Box, image_hw: tuple[int, int], out_hw: tuple[int, int],
                     dct_scaled: bool) -> tuple[np.ndarray, tuple[float, float, float, float]]:
   """Decodes just enough pixels for ``box`` to yield ``out_hw``; returns the image and
@@ -114,8 +129,8 @@ def _decode_for_box(data, box: Box, image_hw: tuple[int, int], out_hw: tuple[int
   min_height = min_width = 0
   if dct_scaled:
     # The box must keep at least out_hw pixels after scaling the whole image.
-    min_height = math.ceil(height * out_hw[0] / box_h)
-    min_width = math.ceil(width * out_hw[1] / box_w)
+    min_height, min_width = dct_min_size(
+        (height, width), (math.ceil(height * out_hw[0] / box_h), math.ceil(width * out_hw[1] / box_w)))
   pixels = decode.decode_rgb(data, min_height=min_height, min_width=min_width)
   # Scale from the decoded size, not the requested one: it also absorbs a
   # header that disagrees with the pixels.
@@ -148,8 +163,10 @@ def eval_image(data, config: TransformConfig) -> np.ndarray:
   """Bicubic resize of the whole image to (S + 32)^2, then the centre S x S: uint8."""
   size = config.resolution
   resized_side = size + config.eval_resize_margin
-  min_side = resized_side if config.dct_scaled_decode else 0
-  pixels = decode.decode_rgb(data, min_height=min_side, min_width=min_side)
+  min_height = min_width = 0
+  if config.dct_scaled_decode:
+    min_height, min_width = dct_min_size(decode.image_size(data), (resized_side, resized_side))
+  pixels = decode.decode_rgb(data, min_height=min_height, min_width=min_width)
   resized = _resize(pixels, (resized_side, resized_side))
   offset = config.eval_resize_margin // 2
   return np.ascontiguousarray(resized[offset:offset + size, offset:offset + size])
