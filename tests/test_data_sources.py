@@ -243,11 +243,12 @@ def test_conflicting_dataset_infos_are_refused(tmp_path):
 # --------------------------------------------------------------------------- TFDS
 
 
-def _prepare_tiny_tfds(data_dir: str) -> None:
-  """Builds a 3-class TFDS dataset in array_record format, offline."""
+@pytest.fixture(scope="module")
+def tiny_tfds_dir(tmp_path_factory):
+  """A 3-class TFDS dataset built offline in array_record format; returns its data_dir."""
   tfds = pytest.importorskip("tensorflow_datasets")
 
-  class TinyColours(tfds.core.GeneratorBasedBuilder):
+  class TinyColours(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
@@ -265,16 +266,17 @@ def _prepare_tiny_tfds(data_dir: str) -> None:
         image[..., i % 3] = 200
         yield i, {"image": image, "label": i % 3, "file_name": f"f{i}.png"}
 
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
   TinyColours(data_dir=data_dir, file_format="array_record").download_and_prepare()
+  return data_dir
 
 
-def test_tfds_source_from_a_locally_prepared_dataset(tmp_path):
+def test_tfds_source_from_a_locally_prepared_dataset(tiny_tfds_dir):
   from data import loader  # pylint: disable=import-outside-toplevel
-  _prepare_tiny_tfds(str(tmp_path))
-  source = sources.open_source("tfds:tiny_colours/train", data_dir=str(tmp_path))
+  source = sources.open_source("tfds:tiny_colours/train", data_dir=tiny_tfds_dir)
   assert (len(source), source.num_classes, source.multi_label) == (12, 3, False)
   assert source.label_names == ["red", "green", "blue"]
-  half = sources.open_source("tfds:tiny_colours:1.0.0/train[50%:]", data_dir=str(tmp_path))
+  half = sources.open_source("tfds:tiny_colours:1.0.0/train[50%:]", data_dir=tiny_tfds_dir)
   assert len(half) == 6 and half[0].id == source[6].id
   location = half.locate(0)
   assert "tiny_colours-train.array_record" in location.path and location.index == 6
@@ -284,8 +286,20 @@ def test_tfds_source_from_a_locally_prepared_dataset(tmp_path):
     real = batch["mask"]
     channels = batch["image"][real].mean(axis=(1, 2)).argmax(axis=-1)
     np.testing.assert_array_equal(channels, batch["label"][real])
+  train_batch = next(loader.make_train_loader(
+      "tfds:tiny_colours/test", global_batch_size=4, resolution=16, seed=0,
+      source_options={"data_dir": tiny_tfds_dir}))
+  assert train_batch["image"].shape == (4, 16, 16, 3)
   with pytest.raises(FileNotFoundError, match="Prepare it first"):
-    sources.open_source("tfds:no_such_dataset/train", data_dir=str(tmp_path))
+    sources.open_source("tfds:no_such_dataset/train", data_dir=tiny_tfds_dir)
+
+
+def test_inspect_checks_a_tfds_source(tiny_tfds_dir, capsys):
+  from data import inspect as inspect_tool  # pylint: disable=import-outside-toplevel
+  assert inspect_tool.main(["tfds:tiny_colours/test", "--data-dir", tiny_tfds_dir, "--json",
+                            "--check", "--workers", "1"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert (report["num_examples"], report["num_classes"], report["corrupt"]) == (5, 3, [])
 
 
 def test_dataset_info_round_trip(tmp_path):
