@@ -4,7 +4,7 @@
     python3 benchmarks/input_pipeline.py --workers 1,2,4 --json
 
 Writes ``--num-images`` real-size JPEGs (500 x 375, 4:2:0, quality 90, photo-like
-texture; ~100 kB each, close to ImageNet's average) into one TFRecord file of
+texture; ~80 kB each, ImageNet's average is ~110 kB) into one TFRecord file of
 ``tf.train.Example`` records, then reads that same file with two pipelines
 producing uint8 224 x 224 training batches:
 
@@ -24,10 +24,13 @@ producing uint8 224 x 224 training batches:
 ``num_parallel_calls`` and a private thread pool of that size (intra-op
 parallelism 1); for ours, ``num_workers`` grain worker processes with one read
 thread each ("ours (processes)") and, separately, in-process threads
-(``num_workers=0, read_threads=w``, "ours (threads)"). Per-core figures divide
-by ``min(workers, cores)``. Each measurement skips warm-up batches, times
+(``num_workers=0, read_threads=w``, "ours (threads)"). Each measurement skips
+warm-up batches, times
 ``--batches`` batches, and the rounds alternate between pipelines; medians are
-reported. ``--json`` prints one object; its ``ours_images_per_s`` and
+reported, as images/s and as images per CPU-second (CPU time of this process,
+its threads and its live worker processes, via psutil when installed): on a
+shared machine the latter is the robust per-core figure. ``--json`` prints one
+object; its ``ours_images_per_s`` and
 ``tfdata_images_per_s`` are the base pipelines at the largest worker count
 that fits the machine's cores (ours: the faster of processes and threads).
 
