@@ -29,8 +29,9 @@ F3-F7; the "+" variants share their base variant's). ``data/`` may not import
 section 1 is kept here as data: call :func:`randaugment_for_variant`, or pass
 ``num_layers`` / ``magnitude`` explicitly (the programs' configs do the latter
 when a user overrides them). Magnitudes above 10 are allowed, as in the paper:
-they extrapolate the same linear mappings (at 15 Solarize's threshold is 384,
-so it leaves every pixel unchanged, exactly like the reference).
+they extrapolate the same linear mappings. (From magnitude 10 up, Solarize's
+threshold is 256 or more, so it leaves every pixel unchanged, exactly like the
+reference's.)
 
 Sampling is split from applying so both halves are testable: :func:`sample_plan`
 turns an rng and a magnitude into a list of concrete :class:`OpCall` s (op name
