@@ -23,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from nfnet import convert
 from nfnet.model import CLASSIFIER
 
 STATE, DATA, CONFIG = "state", "data", "config"
@@ -143,3 +144,53 @@ def load_checkpoint_params(path: str) -> tuple[Any, dict]:
   restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, STATE))
   params = jax.tree_util.tree_map(np.asarray, restored["params"])
   return params, read_checkpoint_config(step_dir)
+
+
+def model_description(model) -> dict:
+  """The NFNet constructor fields, as stored in every checkpoint's config."""
+  return convert.model_to_description(model)
+
+
+# Fields that change what the weights compute; the run's model must agree on
+# them with the weights it starts from. (num_classes is handled by head
+# surgery; dropout, stochastic depth, dtype, remat, conv_impl are free.)
+ARCHITECTURE_FIELDS = ("variant", "width", "depths", "group_size", "activation",
+                       "alpha", "se_ratio", "use_two_convs", "final_conv_mult",
+                       "ws_eps", "ws_eps_mode")
+
+
+def _architecture(model) -> dict:
+  description = model_description(model)
+  description["activation"] = model.activation or model.spec.activation
+  return {k: description[k] for k in ARCHITECTURE_FIELDS}
+
+
+def check_same_architecture(source_model, model) -> None:
+  """Raises one error naming every architecture field that differs."""
+  source, target = _architecture(source_model), _architecture(model)
+  differing = [f"{k}: weights {source[k]!r}, config {target[k]!r}"
+               for k in ARCHITECTURE_FIELDS if source[k] != target[k]]
+  if differing:
+    raise CheckpointMismatchError(
+        "init_from holds a different model than the config asks for:\n  " +
+        "\n  ".join(differing) + "\nSet the config's model fields to the "
+        "weights' values (e.g. --config.model.variant=...).")
+
+
+def load_pretrained(path: str) -> tuple[Any, Any]:
+  """(params as numpy, the NFNet they belong to) from any weights we accept:
+  our workdir / checkpoint dir, a `python -m nfnet.convert` output, a DeepMind
+  `*_haiku.npz` pickle, or a timm `.safetensors` / `.pth` state dict."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"init_from={path!r} does not exist.")
+  if os.path.isfile(path):
+    if path.endswith((".safetensors", ".pth", ".pt", ".bin")):
+      model, params = convert.load_timm(path)
+    else:
+      model, params = convert.load_deepmind(path)
+    return params, model
+  if os.path.isfile(os.path.join(path, convert.MODEL_DESCRIPTION_FILE)):
+    model, params = convert.load_converted(path)
+    return params, model
+  params, run = load_checkpoint_params(path)
+  return params, convert.model_from_description(run["model"])

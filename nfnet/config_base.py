@@ -30,6 +30,7 @@ def model_config(variant: str = "F0") -> ml_collections.ConfigDict:
       "se_ratio": 0.5,
       "use_two_convs": True,
       "final_conv_mult": 2.0,
+      "head_bias_init": 0.0,
       "dtype": "bfloat16",
       "remat": False,
       "conv_impl": "auto",
@@ -45,7 +46,9 @@ def data_config() -> ml_collections.ConfigDict:
       "label_key": "image/class/label",
       "num_workers": 2,   # loader worker processes per host; 0: in-process
       "skip_corrupt": False,
-      "eval_examples": placeholder(int),  # evaluate on the first N only
+      # Nominal size of the training split, used only where the data is not
+      # opened (recipes' --dry-run); real runs count the source's records.
+      "train_examples": placeholder(int),
   })
 
 

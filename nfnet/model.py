@@ -191,6 +191,7 @@ class NFNet(nn.Module):
   se_ratio: float = 0.5
   use_two_convs: bool = True
   final_conv_mult: float = 2.0
+  head_bias_init: float = 0.0  # e.g. -10 for sigmoid losses over many classes
   dtype: Dtype = jnp.float32
   remat: bool = False
   conv_impl: str = "auto"
@@ -264,6 +265,7 @@ class NFNet(nn.Module):
     # The head runs in float32: the loss wants float32 logits, and it is cheap.
     logits = nn.Dense(self.num_classes,
                       kernel_init=nn.initializers.normal(stddev=0.01),
+                      bias_init=nn.initializers.constant(self.head_bias_init),
                       name=CLASSIFIER)(pooled)
     return (logits, features) if return_features else logits
 

@@ -7,8 +7,10 @@ and EMA weights.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from typing import Any, Mapping
 
 import jax
@@ -18,6 +20,18 @@ from clu import metric_writers, periodic_actions
 
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/inf; the last good checkpoint is left untouched."""
+
+
+class _DropLibraryChatter(logging.Filter):
+  """Hides orbax's per-save INFO lines; warnings and errors still show."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+    handler.addFilter(_DropLibraryChatter())
 
 
 def make_writer(workdir: str) -> metric_writers.MetricWriter:
@@ -51,8 +65,36 @@ def check_finite(scalars: Mapping[str, float], step: int) -> None:
         "inspect the data with `python -m data.inspect SOURCE --check`.")
 
 
-def eval_summary(prefix: str, sums: Mapping[str, float]) -> dict[str, float]:
-  """Turns summed correct counts into accuracies: {prefix}/top1 ..."""
-  count = max(float(sums["count"]), 1.0)
-  return {f"{prefix}/{k}": float(v) / count for k, v in sums.items()
-          if k != "count"} | {f"{prefix}/examples": float(sums["count"])}
+class TrainLogger:
+  """Collects step metrics and writes their mean every `every_steps` steps,
+  with steps/s, images/s and ETA; raises on a non-finite loss."""
+
+  def __init__(self, writer, total_steps: int, batch_size: int,
+               every_steps: int):
+    self.writer = writer
+    self.every_steps = every_steps
+    self.batch_size = batch_size
+    self.progress = make_progress(total_steps, writer, every_steps)
+    self.total_steps = total_steps
+    self._pending = []
+    self._last = None
+
+  def __call__(self, step: int, metrics: Mapping[str, Any]) -> None:
+    self._pending.append(metrics)
+    self.progress(step)
+    if step % self.every_steps and step != self.total_steps:
+      return
+    scalars = host_scalars(self._pending)
+    self._pending = []
+    check_finite(scalars, step)
+    scalars.update(self._throughput(step))
+    self.writer.write_scalars(step, scalars)
+
+  def _throughput(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    last, self._last = self._last, (step, now)
+    if last is None or step == last[0]:
+      return {}
+    steps_per_s = (step - last[0]) / (now - last[1])
+    return {"steps_per_s": steps_per_s,
+            "images_per_s": steps_per_s * self.batch_size}

@@ -1,0 +1,75 @@
+"""The programs' loaders, built from the shared run config.
+
+Both programs describe their input with the same config keys (see
+nfnet/config_base.py): `data.*`, `augment.*`, `batch_size`, `resolution`,
+`eval_resolution`, `seed` and `model.variant` (for the RandAugment magnitude).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from data import augment, loader, sources
+from data.randaugment import randaugment_for_variant
+
+
+@dataclasses.dataclass
+class TrainData:
+  """The training stream and what the programs need to know about its source."""
+
+  iterator: loader.LoaderIterator
+  num_examples: int
+  num_classes: int
+  multi_label: bool
+
+
+def _source_options(config) -> dict[str, Any]:
+  return {"label_key": config.data.label_key}
+
+
+def augment_config(config) -> augment.AugmentConfig:
+  """Crop+flip only, or the paper's MixUp/CutMix + RandAugment + smoothing."""
+  layers = config.augment.randaugment_layers
+  magnitude = config.augment.randaugment_magnitude
+  if layers and magnitude is None:
+    magnitude = randaugment_for_variant(config.model.variant)[1]
+  return augment.AugmentConfig(
+      mixup_cutmix=config.augment.mixup_cutmix, randaugment_layers=layers,
+      randaugment_magnitude=float(magnitude or 0),
+      label_smoothing=config.augment.label_smoothing)
+
+
+def open_train_source(config) -> sources.Source:
+  if not config.data.train:
+    raise ValueError("config.data.train is empty: point it at a source, e.g. "
+                     "--config.data.train=arrayrecord:/data/train-*.array_record")
+  source = sources.open_source(config.data.train, **_source_options(config))
+  if not source.num_classes:
+    raise ValueError(f"{config.data.train}: the number of classes is unknown; set "
+                     "--config.model.num_classes.")
+  return source
+
+
+def make_train_data(config, process_index: int, process_count: int) -> TrainData:
+  source = open_train_source(config)
+  num_classes = config.model.num_classes or source.num_classes
+  iterator = loader.make_train_loader(
+      source, global_batch_size=config.batch_size, resolution=config.resolution,
+      seed=config.seed, process_index=process_index, process_count=process_count,
+      num_workers=config.data.num_workers,
+      batch_transform=augment.make_batch_augment(augment_config(config), num_classes),
+      skip_corrupt=config.data.skip_corrupt)
+  return TrainData(iterator, len(source), num_classes, source.multi_label)
+
+
+def make_eval_data(config, process_index: int,
+                   process_count: int) -> Optional[loader.EvalLoader]:
+  """One exact pass over `data.eval` per iteration; None when no eval source."""
+  if not config.data.eval:
+    return None
+  source = sources.open_source(config.data.eval, **_source_options(config))
+  return loader.make_eval_loader(
+      source, global_batch_size=config.batch_size,
+      resolution=config.eval_resolution or config.resolution,
+      process_index=process_index, process_count=process_count,
+      num_workers=config.data.num_workers, skip_corrupt=config.data.skip_corrupt)

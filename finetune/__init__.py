@@ -1,0 +1,1 @@
+"""The fine-tuning program: `python -m finetune.main --config ... --workdir ...`."""

@@ -1,0 +1,196 @@
+"""The train and eval steps both programs share.
+
+One `jax.jit` over a 1-D `data` mesh. Inside it, the model runs per device
+under `shard_map` (each device sees only its own examples): XLA's SPMD
+partitioner would otherwise all-gather the global batch around every grouped
+convolution (DESIGN.md), and SAM's per-replica ascent needs exactly this
+per-device view anyway. Gradients are averaged with `pmean`; the optimizer
+update, EMA and metrics then run on the replicated state.
+
+Batches are dicts of global arrays: `image` uint8 [B, H, W, 3] (normalised on
+device), `label` int32 [B] or `targets` float32 [B, C] (multi-hot or already
+mixed and smoothed by the input pipeline), and for eval `mask` bool [B].
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from nfnet import optim
+from nfnet.model import NFNet, normalize_images
+from nfnet.parallel import DATA_AXIS
+from nfnet.sam import sam_value_and_grad
+
+LOSSES = ("softmax", "sigmoid")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes. `ema_params` is None when EMA is off."""
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  ema_params: Any = None
+
+
+def create_train_state(params, tx: optax.GradientTransformation,
+                       use_ema: bool) -> TrainState:
+  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params),
+                    ema_params=params if use_ema else None)
+
+
+def batch_targets(batch: dict[str, jax.Array], num_classes: int) -> jax.Array:
+  """Float targets [B, C]: the pipeline's `targets` as given (multi-hot, or
+  mixed and smoothed by data/augment.py), else one-hot `label`s."""
+  if "targets" in batch:
+    return batch["targets"].astype(jnp.float32)
+  return jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.float32)
+
+
+def classification_loss(logits: jax.Array, targets: jax.Array,
+                        kind: str) -> jax.Array:
+  """Mean over the batch of softmax or sigmoid cross-entropy, in float32.
+
+  Sigmoid sums over classes (each label is its own binary problem), as for
+  multi-label corpora like JFT where an image carries several labels.
+  """
+  logits = logits.astype(jnp.float32)
+  if kind == "softmax":
+    return optax.softmax_cross_entropy(logits, targets).mean()
+  if kind == "sigmoid":
+    return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1).mean()
+  raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}.")
+
+
+def top1_correct(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """1.0 where the top class is among the true labels (precision@1)."""
+  top = jnp.argmax(logits, axis=-1)
+  return (jnp.take_along_axis(targets, top[:, None], axis=-1)[:, 0] > 0
+          ).astype(jnp.float32)
+
+
+def topk_correct(logits: jax.Array, targets: jax.Array, k: int) -> jax.Array:
+  """1.0 where any of the top-k classes is a true label."""
+  _, top = jax.lax.top_k(logits, k)
+  hits = jnp.take_along_axis(targets, top, axis=-1) > 0
+  return jnp.any(hits, axis=-1).astype(jnp.float32)
+
+
+def _accumulated_value_and_grad(loss_fn, params, batch, micro_batches: int):
+  """Mean loss/aux and gradient over `micro_batches` sequential slices."""
+  if micro_batches == 1:
+    return jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+  split = jax.tree_util.tree_map(
+      lambda x: x.reshape((micro_batches, -1) + x.shape[1:]), batch)
+
+  def body(carry, micro):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro)
+    return jax.tree_util.tree_map(jnp.add, carry, (loss, aux, grads)), None
+
+  first = jax.tree_util.tree_map(lambda x: x[0], split)
+  rest = jax.tree_util.tree_map(lambda x: x[1:], split)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, first)
+  (loss, aux, grads), _ = jax.lax.scan(body, (loss, aux, grads), rest)
+  scale = lambda t: jax.tree_util.tree_map(lambda x: x / micro_batches, t)
+  return (scale(loss), scale(aux)), scale(grads)
+
+
+def make_train_step(model: NFNet, tx: optax.GradientTransformation, mesh: Mesh,
+                    *, loss: str = "softmax", sam_rho: float = 0.0, sam_ascent_fraction: float = 0.2,
+                    ema_decay: float | None = None, micro_batches: int = 1,
+                    learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+                    agc_clipping: float | None = None, seed: int = 0):
+  """Returns `train_step(state, batch) -> (state, metrics)`, jitted, state donated.
+
+  `sam_rho > 0` turns on SAM with per-replica ascent: each device perturbs its
+  own weights from its own examples' ascent gradient and only descent
+  gradients are averaged. `micro_batches` splits each device's batch into
+  sequential slices (gradient accumulation; for SAM, k virtual replicas).
+  """
+  if loss not in LOSSES:
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
+  num_classes = model.num_classes
+  base_rng = jax.random.PRNGKey(seed)
+
+  def per_device(params, batch, step):
+    rng = jax.random.fold_in(jax.random.fold_in(base_rng, step),
+                             jax.lax.axis_index(DATA_AXIS))
+
+    def loss_fn(p, b):
+      logits = model.apply({"params": p}, normalize_images(b["image"], model.dtype),
+                           is_training=True, rngs={"dropout": rng})
+      targets = batch_targets(b, num_classes)
+      return classification_loss(logits, targets, loss), top1_correct(
+          logits, targets).mean()
+
+    if sam_rho > 0:
+      grad_fn = sam_value_and_grad(loss_fn, rho=sam_rho,
+                                   ascent_fraction=sam_ascent_fraction,
+                                   has_aux=True, axis_name=DATA_AXIS,
+                                   micro_batches=micro_batches)
+      (loss_value, accuracy), grads = grad_fn(params, batch)
+    else:
+      (loss_value, accuracy), grads = _accumulated_value_and_grad(
+          loss_fn, params, batch, micro_batches)
+      grads = jax.lax.pmean(grads, DATA_AXIS)
+    metrics = {"loss": loss_value, "train_top1": accuracy}
+    return grads, jax.lax.pmean(metrics, DATA_AXIS)
+
+  sharded_grads = jax.shard_map(per_device, mesh=mesh,
+                                in_specs=(P(), P(DATA_AXIS), P()),
+                                out_specs=(P(), P()), check_vma=False)
+
+  def train_step(state: TrainState, batch):
+    grads, metrics = sharded_grads(state.params, batch, state.step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = state.ema_params
+    if ema_decay is not None:
+      ema_params = optim.update_ema(ema_params, params, state.step, ema_decay)
+    metrics.update(
+        grad_norm=optax.global_norm(grads),
+        param_norm=optax.global_norm(params),
+        update_norm=optax.global_norm(updates))
+    if learning_rate_fn is not None:
+      metrics["learning_rate"] = learning_rate_fn(state.step)
+    if agc_clipping:
+      metrics["clip_fraction"] = optim.agc_clip_fraction(
+          grads, state.params, agc_clipping)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state, ema_params=ema_params)
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=(0,))
+
+
+def make_eval_step(model: NFNet, mesh: Mesh, *, topk: int = 5):
+  """Returns `eval_step(params, batch) -> sums` of correct@1, correct@k and count.
+
+  Padding examples (mask False) count nowhere, so every example of a split
+  counts exactly once whatever the batch and process layout.
+  """
+  topk = min(topk, model.num_classes)
+
+  def per_device(params, batch):
+    logits = model.apply({"params": params},
+                         normalize_images(batch["image"], model.dtype),
+                         is_training=False)
+    targets = batch_targets(batch, model.num_classes)
+    mask = batch["mask"].astype(jnp.float32)
+    sums = {"top1": jnp.sum(top1_correct(logits, targets) * mask),
+            f"top{topk}": jnp.sum(topk_correct(logits, targets, topk) * mask),
+            "count": jnp.sum(mask)}
+    return jax.lax.psum(sums, DATA_AXIS)
+
+  return jax.jit(jax.shard_map(per_device, mesh=mesh,
+                               in_specs=(P(), P(DATA_AXIS)), out_specs=P(),
+                               check_vma=False))

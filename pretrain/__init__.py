@@ -1,0 +1,1 @@
+"""The pre-training program: `python -m pretrain.main --config ... --workdir ...`."""

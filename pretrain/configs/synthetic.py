@@ -1,0 +1,45 @@
+r"""A tiny NFNet pre-trained on the embedded synthetic corpus, on a laptop CPU.
+
+    python -m data.synthetic --out /tmp/synth
+    python -m pretrain.main --config pretrain/configs/synthetic.py \
+        --workdir /tmp/nfnet_synth_pretrain \
+        --config.data.train='arrayrecord:/tmp/synth/pretrain/train-*.array_record' \
+        --config.data.eval='arrayrecord:/tmp/synth/pretrain/eval-*.array_record'
+
+The corpus (data/synthetic.py) has 1000 multi-label classes (shape x colour x
+pattern, 2-4 objects per image). The model is F0's topology at 1/4 width with
+one block per stage (~2.2M parameters), trained at 32 px with the JFT recipe's
+optimizer (SGD-Nesterov + AGC, weight decay 1e-6 scaled by nothing else) and
+sigmoid cross-entropy. On 2 CPU cores 1,200 steps of batch 64 take a few
+minutes; precision@1 on the eval split climbs from chance (~0.3%) to well
+above it (the demo's table reports the measured value).
+"""
+from nfnet import config_base
+
+
+def get_config(arg=None):
+  arg = config_base.parse_arg(arg, data_dir="", steps=1200, res=32)
+  config = config_base.base_config()
+  config.model.update(variant="F0", width=0.25, depths=(1, 1, 1, 1),
+                      group_size=32, dtype="float32", stochdepth_rate=0.0,
+                      drop_rate=0.0)
+  if arg.data_dir:
+    config.data.train = f"arrayrecord:{arg.data_dir}/pretrain/train-*.array_record"
+    config.data.eval = f"arrayrecord:{arg.data_dir}/pretrain/eval-*.array_record"
+  config.data.num_workers = 0
+  config.loss = "sigmoid"
+
+  config.resolution = arg.res
+  config.batch_size = 64
+  config.total_steps = arg.steps
+  config.warmup_steps = arg.steps // 20
+  config.lr = 0.4
+  config.lr_batch_scaling = False
+  config.weight_decay = 1e-6
+  config.agc_clipping = 0.01
+
+  config.log_every_steps = 50
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
+  config.keep_checkpoints = 2
+  return config
