@@ -180,7 +180,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
   coarse = rng.uniform(0, 90, size=(3, 3, 3)).astype(np.uint8)
   smooth = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BILINEAR),
                       np.float32)
-  return smooth + rng.normal(0, 6, size=(size, size, 3)).astype(np.float32)
+  smooth += 6.0 * rng.standard_normal((size, size, 3), dtype=np.float32)
+  return smooth
 
 
 def _draw_object(canvas: np.ndarray, rng: np.random.Generator, config: CorpusConfig,
