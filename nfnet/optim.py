@@ -1,0 +1,293 @@
+"""The NFNet optimizer: SGD with Nesterov momentum and Adaptive Gradient Clipping.
+
+    schedule = warmup_cosine_schedule(scale_learning_rate(0.1, 4096),
+                                      warmup_steps=1_563, total_steps=112_602)
+    tx = sgd_agc(schedule, weight_decay=2e-5, clipping=0.01)
+    updates, opt_state = tx.update(grads, opt_state, params)   # params required
+    params = optax.apply_updates(params, updates)
+    ema_params = update_ema(ema_params, params, step, decay=0.99999)
+
+One step, per parameter leaf, exactly as the DeepMind reference
+(`nfnets/optim.py: SGD_AGC`, REFERENCE.md section 3):
+
+    g = agc(g, p)          unit-wise clipping of the raw gradient (not classifier/kernel)
+    g = g + wd * p         coupled weight decay (kernels only)
+    m = momentum * m + g   PyTorch-style Nesterov momentum, m kept in float32
+    u = g + momentum * m
+    p = p - lr(step) * u
+
+Which leaves are clipped and which are decayed is decided from the parameter
+path alone (`agc_mask`, `weight_decay_mask`), so the rule holds for every NFNet
+and NF-ResNet and for a freshly attached head, which is also named
+`classifier`.
+
+Also here: the learning-rate schedule and its helpers (batch scaling,
+durations in steps / epochs / examples) and the parameter EMA with the
+reference's warmup.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Params = Any
+
+# The head's module name. nfnet.model names its classifier the same way
+# (model.CLASSIFIER); it is repeated here so the optimizer does not import the
+# model, and a test checks that the two agree.
+CLASSIFIER = "classifier"
+# The only leaves that weight decay applies to: conv kernels (HWIO), the
+# squeeze-excite dense kernels and the classifier kernel.
+DECAYED_LEAF = "kernel"
+
+
+# ----------------------------------------------------------------------------
+# Masks
+# ----------------------------------------------------------------------------
+
+def _path_names(path) -> tuple[str, ...]:
+  """('nf_block_0', 'conv0', 'kernel') from a jax key path."""
+  names = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        names.append(str(getattr(key, attr)))
+        break
+    else:
+      names.append(str(key))
+  return tuple(names)
+
+
+def weight_decay_mask(params: Params) -> Params:
+  """True for the leaves that get weight decay: those named `kernel`.
+
+  That is every weight matrix / conv kernel, including the squeeze-excite
+  dense layers and the classifier. Gains (`gain`), biases (`bias` of convs,
+  squeeze-excite and classifier) and the residual branches' `skip_gain` are
+  never decayed, as in the reference (which excludes every name containing
+  'gain' or 'bias').
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: _path_names(path)[-1] == DECAYED_LEAF, params)
+
+
+def agc_mask(params: Params) -> Params:
+  """True for the leaves AGC clips: everything but the classifier's kernel.
+
+  The final linear layer's weight is left unclipped (paper section 4.1: clipping
+  it hurts); its bias is still clipped. The head is recognised by its module
+  name `classifier` (the leaf path ends in `classifier/kernel`), which is also
+  the name a freshly attached fine-tuning head gets.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: _path_names(path)[-2:] != (CLASSIFIER, DECAYED_LEAF),
+      params)
+
+
+# ----------------------------------------------------------------------------
+# AGC and the optimizer
+# ----------------------------------------------------------------------------
+
+def adaptive_grad_clip(clipping: float, eps: float = 1e-3
+                       ) -> optax.GradientTransformation:
+  """Unit-wise AGC: `G_i *= max_norm / max(||G_i||, 1e-6)` where
+  `||G_i|| > max_norm = clipping * max(||W_i||, eps)`.
+
+  This is `optax.adaptive_grad_clip` unchanged, because its unit-wise norm is
+  the reference's, line for line (checked in optax 0.2.8): conv kernels HWIO
+  reduce over (H, W, I), dense kernels [in, out] over `in` (one norm per
+  output unit), and vectors and scalars (gains, biases, skip gains) use the
+  whole-tensor norm; the eps floor and the 1e-6 guard in the denominator match.
+  Both it and the reference call a tensor a vector when it has at most one
+  axis longer than 1 (a `[1, out]` dense kernel gets one whole-tensor norm);
+  no NFNet or NF-ResNet parameter has such a shape. The only other difference
+  is at `||G_i|| == max_norm` exactly, where optax rescales by exactly 1.
+  """
+  return optax.adaptive_grad_clip(clipping, eps=eps)
+
+
+def sgd_agc(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
+            nesterov: bool = True, weight_decay: float = 2e-5,
+            clipping: float | None = 0.01, eps: float = 1e-3
+            ) -> optax.GradientTransformation:
+  """SGD + AGC with the reference's semantics (see the module docstring).
+
+  Args:
+    learning_rate: a float or an optax schedule (a function of the step count,
+      counted from 0 by this transformation's own state).
+    momentum: Nesterov / heavy-ball momentum; 0 turns momentum off.
+    nesterov: PyTorch-style Nesterov (`u = g + momentum * m`) when True,
+      heavy ball (`u = m`) when False.
+    weight_decay: coupled decay added to the clipped gradient of the kernels
+      (`weight_decay_mask`); 0 turns it off.
+    clipping: AGC's clipping threshold lambda; None turns AGC off.
+    eps: AGC's floor on the parameter norm, `max(||W_i||, eps)`.
+
+  `update` needs `params` (AGC and weight decay read them). The momentum
+  buffer is float32 whatever the gradient dtype.
+  """
+  if momentum < 0 or momentum >= 1:
+    raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+  if weight_decay < 0:
+    raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+  if clipping is not None and not clipping > 0:
+    raise ValueError(
+        f"clipping must be > 0, or None to turn AGC off; got {clipping}.")
+  if not eps > 0:
+    raise ValueError(f"eps must be > 0, got {eps}.")
+
+  steps = []
+  if clipping is not None:
+    steps.append(optax.masked(adaptive_grad_clip(clipping, eps), agc_mask))
+  if weight_decay:
+    steps.append(optax.add_decayed_weights(weight_decay,
+                                           mask=weight_decay_mask))
+  if momentum:
+    # optax.trace is PyTorch's momentum: m = momentum * m + g, and with
+    # nesterov=True it returns g + momentum * m (the updated m), as the
+    # reference's SGD.update_param does.
+    steps.append(optax.trace(decay=momentum, nesterov=nesterov,
+                             accumulator_dtype=jnp.float32))
+  steps.append(optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(*steps)
+
+
+def agc_clip_fraction(grads: Params, params: Params, clipping: float,
+                      eps: float = 1e-3) -> jax.Array:
+  """Share of the clipped parameters' gradient entries that AGC rescales.
+
+  Each entry counts for its unit (an output channel of a conv, an output unit
+  of a dense layer, or a whole vector), so this is the fraction of units
+  clipped, weighted by unit size. Leaves outside `agc_mask` do not count.
+  A training-health metric: near 0, AGC is idle; near 1, it sets every step.
+  """
+  mask = jax.tree_util.tree_leaves(agc_mask(params))
+  g_leaves = jax.tree_util.tree_leaves(grads)
+  p_leaves = jax.tree_util.tree_leaves(params)
+  clipped = jnp.zeros((), jnp.float32)
+  total = 0
+  for keep, g, p in zip(mask, g_leaves, p_leaves):
+    if not keep:
+      continue
+    g_norm = optax.transforms.unitwise_norm(g.astype(jnp.float32))
+    max_norm = clipping * jnp.maximum(
+        optax.transforms.unitwise_norm(p.astype(jnp.float32)), eps)
+    clipped = clipped + jnp.sum(g_norm > max_norm)
+    total += g.size
+  return clipped / max(total, 1)
+
+
+# ----------------------------------------------------------------------------
+# Learning-rate schedule and durations
+# ----------------------------------------------------------------------------
+
+def scale_learning_rate(base_lr: float, batch_size: int,
+                        base_batch_size: int = 256) -> float:
+  """The paper's batch scaling rule, `base_lr * batch_size / 256`.
+
+  ImageNet from scratch uses `scale_learning_rate(0.1, 4096) == 1.6`.
+  Fine-tuning does not scale (its lr 0.1 is used as given).
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}.")
+  return base_lr * batch_size / base_batch_size
+
+
+def warmup_cosine_schedule(peak_value: float, *, warmup_steps: int,
+                           total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 to `peak_value`, then cosine decay to 0.
+
+  `lr(t) = peak * t / warmup` for `t <= warmup`, then
+  `peak * (1 + cos(pi * (t - warmup) / (total - warmup))) / 2`, and 0 from
+  `total_steps` on. This is the reference's `WarmupCosineDecay` (start 0,
+  min 0) and `optax.warmup_cosine_decay_schedule`. Warmup given in epochs or
+  examples: convert it with `duration_to_steps` first.
+  """
+  if total_steps <= 0:
+    raise ValueError(f"total_steps must be positive, got {total_steps}.")
+  if not 0 <= warmup_steps < total_steps:
+    raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}),"
+                     f" got {warmup_steps}: shorten the warmup or lengthen the "
+                     "run.")
+  if warmup_steps == 0:
+    return optax.cosine_decay_schedule(peak_value, total_steps)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak_value, warmup_steps=warmup_steps,
+      decay_steps=total_steps, end_value=0.0)
+
+
+def duration_to_steps(*, steps: int | None = None, epochs: float | None = None,
+                      examples: int | None = None, batch_size: int,
+                      num_examples: int | None = None, name: str = "duration",
+                      default: int | None = None) -> int:
+  """One duration given as steps, epochs or examples -> optimizer steps.
+
+  Exactly one of `steps`, `epochs`, `examples` may be set; with none set,
+  `default` is returned (an error if there is no default). Epochs need the
+  dataset size `num_examples`. Fractions of a step are dropped:
+  360 epochs of ImageNet (1,281,167 images) at batch 4096 are 112,602 steps.
+  `name` prefixes the config fields in errors (`total` -> total_steps, ...).
+
+      duration_to_steps(epochs=5, batch_size=4096, num_examples=1_281_167,
+                        name="warmup")  # -> 1563
+  """
+  given = {f"{name}_steps": steps, f"{name}_epochs": epochs,
+           f"{name}_examples": examples}
+  set_fields = {k: v for k, v in given.items() if v is not None}
+  if len(set_fields) > 1:
+    listed = ", ".join(f"{k}={v}" for k, v in set_fields.items())
+    raise ValueError(f"Set only one of {', '.join(given)}; got {listed}.")
+  if not set_fields:
+    if default is None:
+      raise ValueError(f"Set one of {', '.join(given)}.")
+    return default
+  (field, value), = set_fields.items()
+  if value < 0:
+    raise ValueError(f"{field} must be >= 0, got {value}.")
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}.")
+  if steps is not None:
+    if int(steps) != steps:
+      raise ValueError(f"{field} must be a whole number, got {steps}.")
+    return int(steps)
+  if examples is not None:
+    return int(examples // batch_size)
+  if not num_examples:
+    raise ValueError(f"{field} needs the dataset size (num_examples) to "
+                     "convert epochs to steps.")
+  # Rounding to 6 decimals first keeps float error (0.3 * 10 ==
+  # 2.9999999999999996) from costing a step.
+  return int(math.floor(round(epochs * num_examples / batch_size, 6)))
+
+
+# ----------------------------------------------------------------------------
+# EMA of parameters
+# ----------------------------------------------------------------------------
+
+def ema_decay(step: jax.Array | int, decay: float) -> jax.Array:
+  """The reference's warmed-up decay, `min(decay, (1 + t) / (10 + t))`.
+
+  `t` is the optimizer step that has just been applied, counted from 0, so the
+  first update averages with weight 0.1 on the old EMA (the initial weights).
+  """
+  t = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(jnp.float32(decay), (1.0 + t) / (10.0 + t))
+
+
+def update_ema(ema_params: Params, params: Params, step: jax.Array | int,
+               decay: float) -> Params:
+  """`ema = d * ema + (1 - d) * params` with `d = ema_decay(step, decay)`.
+
+  Call after every optimizer step with that step's index (the step counter
+  before it is incremented) and the freshly updated params. The result is
+  float32 whatever the parameters' dtype.
+  """
+  d = ema_decay(step, decay)
+  return jax.tree_util.tree_map(
+      lambda e, p: (d * e.astype(jnp.float32)
+                    + (1.0 - d) * p.astype(jnp.float32)),
+      ema_params, params)
