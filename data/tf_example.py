@@ -1,4 +1,4 @@
-"""A small, fast reader and writer of serialized ``tf.train.Example`` protos.
+"""A small reader and writer of serialized ``tf.train.Example`` protos, without TensorFlow.
 
 Every record format this toolkit reads (ArrayRecord, TFRecord, TFDS's
 array_record files) stores one serialized ``tf.train.Example`` per record. The
@@ -14,12 +14,16 @@ import TensorFlow. This module walks the protobuf wire format directly:
     Int64List { repeated int64 value = 1 [packed]; }   # packed or not, both accepted
     FloatList { repeated float value = 1 [packed]; }
 
-Measured here on a record holding a 110 kB image and three labels:
-``tf.train.Example.FromString`` plus feature access takes ~40 us (it copies the
-image bytes twice); :func:`parse_example` takes ~5 us and returns the image as a
-``memoryview`` into the record. The writer emits the same bytes protobuf would
-(up to map-entry order, which protobuf leaves unspecified); a test checks both
-directions against TensorFlow's own proto classes.
+Measured here (side by side, medians) on a record holding a 110 kB image,
+three labels and an id: :func:`parse_example` takes ~13 us and returns the
+image as a zero-copy ``memoryview``; ``tf.train.Example.FromString`` plus
+feature access takes ~15 us. The speed is a wash; the point is the import:
+``tensorflow.core.example.example_pb2`` pulls in TensorFlow (~10 s and
+~670 MB resident per process measured here, against ~2 s and ~200 MB for
+``data.loader`` with this module), which every loader worker would pay. The
+writer emits the same bytes protobuf would (up to map-entry order, which
+protobuf leaves unspecified); tests check both directions against
+TensorFlow's own proto classes.
 """
 
 from __future__ import annotations
