@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import glob as glob_lib
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -448,8 +448,3 @@ def open_source(spec: str, **options) -> Source:
     if "unexpected keyword" in str(e):
       raise TypeError(f"{spec}: {e}; see data/sources.py for the options of each kind.") from None
     raise
-
-
-def labels_of(source: Source, indices: Sequence[int]) -> list[np.ndarray]:
-  """Labels of ``indices`` (parsing each record; corrupt ones raise)."""
-  return [source[i].labels for i in indices]
