@@ -43,9 +43,12 @@ class TrainState:
 def create_train_state(params, tx: optax.GradientTransformation,
                        use_ema: bool) -> TrainState:
   params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
+  # The EMA starts as a copy: the step donates the state, and one buffer may
+  # not be donated twice.
+  ema_params = (jax.tree_util.tree_map(lambda p: jnp.array(p, copy=True), params)
+                if use_ema else None)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params),
-                    ema_params=params if use_ema else None)
+                    opt_state=tx.init(params), ema_params=ema_params)
 
 
 def batch_targets(batch: dict[str, jax.Array], num_classes: int) -> jax.Array:
