@@ -2,8 +2,8 @@
 
     python -m data.inspect SOURCE [--check] [--json] [--write-info] [--sample N]
 
-prints the number of examples, the number of classes (from the metadata and
-as observed), whether it is multi-label, and labels per example (from an
+prints the number of examples, the number of classes (from the metadata, else
+the largest label + 1; and the number seen), whether it is multi-label, and labels per example (from an
 evenly spaced sample of ``--sample`` records, all of them with ``--check`` or
 ``--sample 0``). ``--check`` reads, parses and fully decodes every record, in
 ``--workers`` processes, and lists every corrupt record by file and record
@@ -126,7 +126,9 @@ def inspect_source(source: sources_lib.Source, *, check: bool = False, sample: i
   return {
       "source": source.spec,
       "num_examples": len(source),
-      "num_classes": source.num_classes,
+      # The metadata's count when there is one, else what the labels imply.
+      "num_classes": source.num_classes or (max_label + 1 if max_label is not None else None),
+      "num_classes_from": "metadata" if source.num_classes else "labels",
       "multi_label": source.multi_label,
       "observed_num_classes": len(class_counts),
       "max_label": max_label,
@@ -168,8 +170,8 @@ def _print_text(report: dict[str, Any]) -> None:
   per = report["labels_per_example"]
   print(f"source:              {report['source']}")
   print(f"examples:            {report['num_examples']}")
-  print(f"classes:             {report['num_classes'] if report['num_classes'] else 'unknown'}"
-        f" (metadata); {report['observed_num_classes']} seen in {report['scanned']} records, "
+  print(f"classes:             {report['num_classes']} (from the {report['num_classes_from']}); "
+        f"{report['observed_num_classes']} seen in {report['scanned']} records, "
         f"largest label {report['max_label']}")
   print(f"multi-label:         {report['multi_label']}")
   print(f"labels per example:  min {per['min']}, mean {per['mean']:.3f}, max {per['max']}"

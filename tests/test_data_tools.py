@@ -67,7 +67,7 @@ def test_inspect_without_check_and_write_info(tmp_path, capsys):
   assert inspect_tool.main([f"arrayrecord:{tmp_path}/*", "--json", "--write-info",
                             "--workers", "1"]) == 0
   report = json.loads(capsys.readouterr().out)
-  assert report["num_classes"] is None and report["max_label"] == 2
+  assert (report["num_classes"], report["num_classes_from"], report["max_label"]) == (3, "labels", 2)
   assert report["labels_per_example"]["histogram"] == {"0": 2, "1": 2, "2": 1, "3": 1}
   source = sources.open_source(f"arrayrecord:{tmp_path}/*")
   assert source.num_classes == 3 and source.multi_label
