@@ -27,6 +27,7 @@ descent on its own, and the descent gradients are averaged.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable
 
 import jax
@@ -44,6 +45,10 @@ def ascent_batch_size(batch_size: int, ascent_fraction: float) -> int:
   (0.2 * 15 == 3.0000000000000004) does not add an example.
   """
   return max(1, math.ceil(round(ascent_fraction * batch_size, 6)))
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _leading_batch_size(batch) -> int:
@@ -118,11 +123,10 @@ def sam_value_and_grad(loss_fn: Callable[..., Any], *, rho: float = 0.05,
   Returns:
     `f(params, batch, *args) -> (loss, grads)`, or `((loss, aux), grads)`.
   """
-  if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+  if not (_is_number(rho) and math.isfinite(rho) and rho > 0):
     raise ValueError(f"SAM rho must be a finite number > 0, got {rho!r}; "
                      "for plain training use jax.value_and_grad instead.")
-  if not (isinstance(ascent_fraction, (int, float))
-          and 0 < ascent_fraction <= 1):
+  if not (_is_number(ascent_fraction) and 0 < ascent_fraction <= 1):
     raise ValueError("SAM ascent_fraction must be in (0, 1], got "
                      f"{ascent_fraction!r}.")
   if not (isinstance(micro_batches, int) and micro_batches >= 1):
