@@ -16,12 +16,13 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import logging
+from absl import flags, logging
+from ml_collections import config_flags
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from nfnet import checkpoints, optim, parallel, training
+from nfnet import checkpoints, convert, flops, optim, parallel, training
 from nfnet.config_base import model_kwargs
 from nfnet.model import NFNet
 
@@ -180,6 +181,49 @@ def format_metrics(metrics: dict[str, float]) -> str:
                    for k, v in sorted(metrics.items()))
 
 
+def run_summary(model: NFNet, config: ml_collections.ConfigDict,
+                durations: Durations, mesh: Mesh) -> str:
+  """One line that says what this run is, for the log and TensorBoard."""
+  params = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), is_training=False))
+  num_params = sum(int(np.prod(p.shape))
+                   for p in jax.tree_util.tree_leaves(params))
+  macs = flops.model_macs_per_image(model, params["params"], config.resolution)
+  devices = mesh.devices.size
+  return (f"NFNet {model.variant} ({num_params:,} params, {macs / 1e9:.2f}B "
+          f"MACs/image at {config.resolution} px, {model.num_classes} classes) "
+          f"on {devices} {jax.default_backend()} device(s) in "
+          f"{jax.process_count()} process(es); batch {config.batch_size} "
+          f"({config.batch_size // devices}/device), {durations.total_steps:,} "
+          f"steps ({durations.total_steps / max(durations.steps_per_epoch, 1e-9):.1f}"
+          f" epochs), warm-up {durations.warmup_steps:,}.")
+
+
+def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as flat scalar hparams ('model.variant': 'F0', ...)."""
+  flat = {}
+
+  def walk(prefix, value):
+    if isinstance(value, dict):
+      for k, v in value.items():
+        walk(f"{prefix}{k}.", v)
+    else:
+      flat[prefix[:-1]] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+  walk("", config.to_dict())
+  return flat
+
+
+def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+  """[N, H, W, 3] uint8 -> one [1, rows*H, columns*W, 3] mosaic for TensorBoard."""
+  n, h, w, c = images.shape
+  rows = -(-n // columns)
+  padded = np.zeros((rows * columns, h, w, c), images.dtype)
+  padded[:n] = images
+  grid = padded.reshape(rows, columns, h, w, c).transpose(0, 2, 1, 3, 4)
+  return grid.reshape(1, rows * h, columns * w, c)
+
+
 def params_to_evaluate(state) -> dict[str, Any]:
   """Raw weights always; EMA weights too when the run keeps them."""
   params = {"eval": state.params}
@@ -205,7 +249,8 @@ def initial_params(model: NFNet, config: ml_collections.ConfigDict) -> Any:
   if not config.init_from:
     return params
   loaded, source_model = checkpoints.load_pretrained(config.init_from)
-  checkpoints.check_same_architecture(source_model, model)
+  checkpoints.check_same_architecture(source_model, model,
+                                      what=f"init_from={config.init_from}")
   params, notes = checkpoints.merge_pretrained(
       params, loaded, reinit_head=config.reinit_head)
   logging.info("Initialised from %s%s", config.init_from,
@@ -216,6 +261,15 @@ def initial_params(model: NFNet, config: ml_collections.ConfigDict) -> Any:
 def restore_or_initialize(manager, model: NFNet, tx, config, mesh: Mesh,
                           data_iterator, use_ema: bool):
   """Start-up precedence: resume the workdir > init_from > scratch."""
+  latest = manager.latest_step()
+  if latest is not None:
+    # A workdir holding another model's checkpoint is a user error, not an
+    # orbax shape error: compare the recorded model before touching arrays.
+    saved = checkpoints.read_checkpoint_config(
+        os.path.join(str(manager.directory), str(latest)))
+    checkpoints.check_same_architecture(
+        convert.model_from_description(saved["model"]), model,
+        what=f"the checkpoint in {manager.directory}")
   abstract = abstract_train_state(model, tx, config.resolution, use_ema, mesh)
   restored = checkpoints.restore_latest(manager, abstract, data_iterator)
   if restored is not None:
@@ -223,6 +277,18 @@ def restore_or_initialize(manager, model: NFNet, tx, config, mesh: Mesh,
     logging.info("Resumed from step %d in %s.", step, manager.directory)
     return state
   return place_train_state(initial_params(model, config), tx, use_ema, mesh)
+
+
+def define_program_flags() -> None:
+  """--config (locked: typos fail), --workdir, --distributed; called by the
+  programs' `__main__` so that importing them defines no flags."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Config file, optionally with ':args'.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints and TensorBoard "
+                      "events go; re-use it to resume.")
+  flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize() "
+                    "(default: when JAX_COORDINATOR_ADDRESS is set).")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 # Errors a user can cause: print one clear line, no traceback soup.

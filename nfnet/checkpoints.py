@@ -37,9 +37,13 @@ class CheckpointMismatchError(ValueError):
 def make_manager(workdir: str, *, save_every_steps: int, keep: int = 3,
                  keep_every_steps: int | None = None,
                  async_save: bool = True) -> ocp.CheckpointManager:
-  """A manager that keeps the latest `keep` steps plus every `keep_every_steps`-th."""
+  """A manager that saves every `save_every_steps` steps (and when forced) and
+  keeps the latest `keep` steps plus every `keep_every_steps`-th."""
+  # Orbax's own interval policy also saves the first step of a run; an
+  # explicit step list keeps saves exactly on multiples of the interval.
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=save_every_steps, max_to_keep=keep,
+      should_save_fn=lambda step, _: step % save_every_steps == 0,
+      max_to_keep=keep,
       keep_period=keep_every_steps, create=True,
       enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(
@@ -165,14 +169,14 @@ def _architecture(model) -> dict:
   return {k: description[k] for k in ARCHITECTURE_FIELDS}
 
 
-def check_same_architecture(source_model, model) -> None:
+def check_same_architecture(source_model, model, what: str = "init_from") -> None:
   """Raises one error naming every architecture field that differs."""
   source, target = _architecture(source_model), _architecture(model)
   differing = [f"{k}: weights {source[k]!r}, config {target[k]!r}"
                for k in ARCHITECTURE_FIELDS if source[k] != target[k]]
   if differing:
     raise CheckpointMismatchError(
-        "init_from holds a different model than the config asks for:\n  " +
+        f"{what} holds a different model than the config asks for:\n  " +
         "\n  ".join(differing) + "\nSet the config's model fields to the "
         "weights' values (e.g. --config.model.variant=...).")
 

@@ -48,21 +48,20 @@ def make_progress(total_steps: int, writer, every_steps: int):
       every_secs=None)
 
 
-def host_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-  """Averages a list (or one dict) of device metrics into host floats."""
-  stacked = jax.device_get(metrics)
-  if isinstance(stacked, (list, tuple)):
-    keys = stacked[0].keys()
-    return {k: float(np.mean([m[k] for m in stacked])) for k in keys}
-  return {k: float(v) for k, v in stacked.items()}
+def host_scalars(metrics: list[Mapping[str, Any]]) -> dict[str, float]:
+  """Averages a list of per-step metric dicts into host floats."""
+  metrics = jax.device_get(metrics)
+  return {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
 
 
-def check_finite(scalars: Mapping[str, float], step: int) -> None:
-  if not math.isfinite(scalars.get("loss", 0.0)):
-    raise NonFiniteLossError(
-        f"Loss became {scalars['loss']} at step {step}. Nothing was saved after "
-        "the last checkpoint. Lower the learning rate, check agc_clipping, or "
-        "inspect the data with `python -m data.inspect SOURCE --check`.")
+def check_finite(losses: Mapping[int, float]) -> None:
+  """Raises at the first step whose loss is NaN or infinite."""
+  for step, loss in sorted(losses.items()):
+    if not math.isfinite(loss):
+      raise NonFiniteLossError(
+          f"Loss became {loss} at step {step}. Nothing was saved after the "
+          "last good checkpoint. Lower the learning rate, check agc_clipping, "
+          "or inspect the data with `python -m data.inspect SOURCE --check`.")
 
 
 class TrainLogger:
@@ -79,14 +78,16 @@ class TrainLogger:
     self._pending = []
     self._last = None
 
-  def __call__(self, step: int, metrics: Mapping[str, Any]) -> None:
-    self._pending.append(metrics)
+  def __call__(self, step: int, metrics: Mapping[str, Any],
+               flush: bool = False) -> None:
+    self._pending.append((step, metrics))
     self.progress(step)
-    if step % self.every_steps and step != self.total_steps:
+    if step % self.every_steps and not flush:
       return
-    scalars = host_scalars(self._pending)
+    per_step = jax.device_get(self._pending)
     self._pending = []
-    check_finite(scalars, step)
+    check_finite({s: float(m["loss"]) for s, m in per_step})
+    scalars = host_scalars([m for _, m in per_step])
     scalars.update(self._throughput(step))
     self.writer.write_scalars(step, scalars)
 

@@ -14,19 +14,12 @@ import functools
 
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from data import from_config as data_from_config
 from nfnet import builders, checkpoints, parallel, reporting, training
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, optionally with ':args'.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and "
-                               "TensorBoard events go; re-use it to resume.")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", None, "Call jax.distributed.initialize() (default: when "
-    "JAX_COORDINATOR_ADDRESS is set).")
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
 
 
 def train(config, workdir: str) -> dict[str, float]:
@@ -49,6 +42,10 @@ def train(config, workdir: str) -> dict[str, float]:
   schedule, tx = builders.build_optimizer(config, durations)
   use_ema = config.ema_decay > 0  # pre-training: off in the paper
   run_description = builders.run_description(config, model, durations)
+  summary = builders.run_summary(model, config, durations, mesh)
+  logging.info(summary)
+  writer.write_texts(0, {"run": summary})
+  writer.write_hparams(builders.flat_hparams(config))
 
   # ---------------------------------- Restore: resume > init_from > scratch
   manager = checkpoints.make_manager(
@@ -77,14 +74,18 @@ def train(config, workdir: str) -> dict[str, float]:
   eval_metrics = {}
   for step in range(start_step + 1, durations.total_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      batch = parallel.to_global_batch(next(train_data.iterator), mesh)
-      state, metrics = train_step(state, batch)
-    log(step, metrics)
+      host_batch = next(train_data.iterator)
+      state, metrics = train_step(state, parallel.to_global_batch(host_batch, mesh))
+    if step == 1:
+      writer.write_images(0, {"train_images": builders.image_grid(
+          host_batch["image"][:32])})
     last = step == durations.total_steps
+    stop = guard.should_stop(manager, step)
+    # Flush (and check for a non-finite loss) before anything is saved.
+    log(step, metrics, flush=last or stop or manager.should_save(step))
     if eval_data and (step % config.eval_every_steps == 0 or last):
       eval_metrics = run_evals(builders.params_to_evaluate(state))
       writer.write_scalars(step, eval_metrics)
-    stop = guard.should_stop(manager, step)
     checkpoints.save(manager, step, state, train_data.iterator,
                      run_description, force=last or stop)
     if stop:
@@ -100,9 +101,10 @@ def train(config, workdir: str) -> dict[str, float]:
 def main(argv):
   del argv
   reporting.quiet_library_logs()
-  parallel.maybe_initialize_distributed(_DISTRIBUTED.value)
-  builders.run_with_clear_errors(train, _CONFIG.value, _WORKDIR.value)
+  parallel.maybe_initialize_distributed(FLAGS.distributed)
+  builders.run_with_clear_errors(train, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
+  builders.define_program_flags()
   app.run(main)

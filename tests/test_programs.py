@@ -1,0 +1,168 @@
+"""The two programs end to end on a tiny synthetic corpus (in-process)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from data import synthetic
+from finetune import main as finetune_main
+from finetune.configs import synthetic as finetune_synthetic
+from nfnet import builders, checkpoints, reporting
+from pretrain import main as pretrain_main
+from pretrain.configs import synthetic as pretrain_synthetic
+
+TINY_MODEL = dict(width=0.125, depths=(1, 1, 1, 1), group_size=16)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("synth"))
+  synthetic.generate(out, seed=0, num_train=192, num_eval=40,
+                     downstream_train_per_class=4, downstream_eval_per_class=2,
+                     image_size=32, num_shards=2)
+  return out
+
+
+def _pretrain_config(corpus, steps=6, **overrides):
+  config = pretrain_synthetic.get_config(f"data_dir={corpus},steps={steps},res=32")
+  config.model.update(**TINY_MODEL)
+  config.update(batch_size=16, checkpoint_every_steps=3, keep_checkpoints=5,
+                log_every_steps=3, eval_every_steps=1000, **overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def pretrained(corpus, tmp_path_factory):
+  """An unbroken 6-step pre-training run, checkpointed at steps 3 and 6."""
+  workdir = str(tmp_path_factory.mktemp("pretrain"))
+  metrics = pretrain_main.train(_pretrain_config(corpus), workdir)
+  return workdir, metrics
+
+
+def _step_dir(workdir, step):
+  return os.path.join(workdir, checkpoints.CHECKPOINT_DIRNAME, str(step))
+
+
+def test_pretrain_writes_checkpoints_events_and_results(pretrained):
+  workdir, metrics = pretrained
+  steps = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  assert steps == ["3", "6"]
+  assert {"config", "data", "state"} <= set(os.listdir(_step_dir(workdir, 6)))
+  assert any(f.startswith("events.out.tfevents")
+             for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  saved = checkpoints.read_checkpoint_config(_step_dir(workdir, 6))
+  assert saved["model"]["variant"] == "F0" and saved["model"]["num_classes"] == 1000
+  assert saved["total_steps"] == 6
+  assert 0 <= metrics["eval/top1"] <= 1 and metrics["eval/examples"] == 40
+  with open(os.path.join(workdir, builders.RESULTS_FILE)) as f:
+    assert json.load(f)["step"] == 6
+
+
+def test_resumed_run_matches_the_unbroken_run(pretrained, corpus, tmp_path):
+  unbroken, _ = pretrained
+  # What a run killed after its step-3 save leaves behind: checkpoints up to 3.
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(_step_dir(unbroken, 3), _step_dir(resumed, 3))
+  pretrain_main.train(_pretrain_config(corpus), resumed)
+  a, _ = checkpoints.load_checkpoint_params(_step_dir(unbroken, 6))
+  b, _ = checkpoints.load_checkpoint_params(_step_dir(resumed, 6))
+  flat_a, flat_b = (traverse_util.flatten_dict(p, sep="/") for p in (a, b))
+  assert flat_a.keys() == flat_b.keys()
+  for key in flat_a:
+    np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=key)
+  data_state = lambda w: open(os.path.join(
+      _step_dir(w, 6), "data", "process_0-of-1.json")).read()
+  assert data_state(unbroken) == data_state(resumed)  # same batches consumed
+  # And the run really moved between steps 3 and 6.
+  c, _ = checkpoints.load_checkpoint_params(_step_dir(unbroken, 3))
+  assert not np.array_equal(c["classifier"]["kernel"], a["classifier"]["kernel"])
+
+
+def test_finetune_restores_backbone_and_replaces_head(pretrained, corpus):
+  workdir, _ = pretrained
+  config = finetune_synthetic.get_config(f"data_dir={corpus},steps=2,res=32")
+  config.model.update(**TINY_MODEL)
+  config.init_from = workdir
+  model = builders.build_model(config, num_classes=16)
+  params = builders.initial_params(model, config)
+  source, _ = checkpoints.load_checkpoint_params(workdir)
+  fresh = builders.init_params(model, config.resolution, config.seed)
+  flat, flat_source = (traverse_util.flatten_dict(p, sep="/")
+                       for p in (params, source))
+  backbone = [k for k in flat if not k.startswith("classifier/")]
+  assert len(backbone) > 50
+  for key in backbone:
+    np.testing.assert_array_equal(flat[key], flat_source[key], err_msg=key)
+  assert params["classifier"]["kernel"].shape == (int(1536 * 0.125) * 2, 16)
+  np.testing.assert_array_equal(params["classifier"]["kernel"],
+                                fresh["classifier"]["kernel"])
+
+
+def test_finetune_runs_with_sam_and_ema_and_evaluates_both(pretrained, corpus,
+                                                           tmp_path):
+  workdir, _ = pretrained
+  config = finetune_synthetic.get_config(f"data_dir={corpus},steps=4,res=32")
+  config.model.update(**TINY_MODEL)
+  config.update(init_from=workdir, batch_size=16, log_every_steps=2,
+                eval_every_steps=1000, checkpoint_every_steps=4)
+  metrics = finetune_main.train(config, str(tmp_path / "ft"))
+  assert {"eval/top1", "eval_ema/top1", "eval/top5", "eval_ema/top5"} <= set(metrics)
+  assert metrics["eval/examples"] == 32  # 16 classes x 2, each counted once
+  # A second call finds the finished run and does not train again.
+  assert finetune_main.train(config, str(tmp_path / "ft"))["step"] == 4
+
+
+def test_init_from_another_architecture_lists_every_difference(pretrained, corpus):
+  workdir, _ = pretrained
+  config = finetune_synthetic.get_config(f"data_dir={corpus},steps=2,res=32")
+  config.model.update(width=0.25, depths=(1, 1, 2, 1), group_size=16)
+  config.init_from = workdir
+  model = builders.build_model(config, num_classes=16)
+  with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+    builders.initial_params(model, config)
+  assert "width: weights 0.125, config 0.25" in str(error.value)
+  assert "depths: weights [1, 1, 1, 1], config [1, 1, 2, 1]" in str(error.value)
+
+
+def test_workdir_of_another_model_is_refused_before_restoring(pretrained, corpus):
+  workdir, _ = pretrained
+  config = _pretrain_config(corpus, steps=9)
+  config.model.depths = (1, 1, 2, 1)
+  with pytest.raises(checkpoints.CheckpointMismatchError, match="depths"):
+    pretrain_main.train(config, workdir)
+
+
+def test_merge_reports_missing_unexpected_and_misshaped_together():
+  init = {"a": {"kernel": np.zeros((2, 2))}, "b": {"kernel": np.zeros(3)},
+          "classifier": {"kernel": np.zeros((4, 5)), "bias": np.zeros(5)}}
+  loaded = {"a": {"kernel": np.zeros((2, 3))}, "c": {"kernel": np.zeros(1)},
+            "classifier": {"kernel": np.zeros((4, 7)), "bias": np.zeros(7)}}
+  with pytest.raises(checkpoints.CheckpointMismatchError) as error:
+    checkpoints.merge_pretrained(init, loaded)
+  message = str(error.value)
+  assert "3 parameter(s)" in message
+  assert "wrong shape: a/kernel" in message
+  assert "missing from checkpoint: b/kernel" in message
+  assert "unexpected in checkpoint: c/kernel" in message
+  assert "classifier" not in message  # a class-count change is head surgery
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    pretrained, corpus, tmp_path):
+  unbroken, _ = pretrained
+  workdir = str(tmp_path / "nan")
+  shutil.copytree(_step_dir(unbroken, 3), _step_dir(workdir, 3))
+  config = _pretrain_config(corpus, lr=float("inf"))
+  # Step 4 applies an infinite update; step 5's loss is the first NaN.
+  with pytest.raises(reporting.NonFiniteLossError, match="nan at step 5"):
+    pretrain_main.train(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+
+
+def test_data_path_that_matches_nothing_is_a_clear_error(tmp_path):
+  config = _pretrain_config(str(tmp_path / "missing"))
+  with pytest.raises(FileNotFoundError, match="No files match"):
+    pretrain_main.train(config, str(tmp_path / "w"))
