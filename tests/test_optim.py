@@ -164,11 +164,14 @@ def run_both(params, grad_seq, **kwargs):
                                           total_steps=TOTAL)
   tx = optim.sgd_agc(schedule, momentum=MOMENTUM, **kwargs)
   reference = NumpySgdAgc(flatten(params), **kwargs)
-  update = jax.jit(tx.update)
-  state = tx.init(params)
+  @jax.jit  # one program per step: eager per-leaf ops would compile per shape
+  def step(grads, state, params):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = jax.jit(tx.init)(params)
   for grads in grad_seq:
-    updates, state = update(grads, state, params)
-    params = optax.apply_updates(params, updates)
+    params, state = step(grads, state, params)
     reference.step(flatten(grads))
   return params, state, reference
 
@@ -320,8 +323,9 @@ def test_masks_follow_a_freshly_attached_head():
   assert params["classifier"]["kernel"].shape[-1] == 11
   assert masked_paths(optim.agc_mask(params), False) == {"classifier/kernel"}
   tx = optim.sgd_agc(0.1)
-  grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 10.0), params)
-  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  grads = jax.tree_util.tree_map(lambda p: np.full(p.shape, 10.0, np.float32),
+                                 params)
+  updates, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(grads, params)
   # The unclipped head kernel moves by lr * (1 + mu) * (10 + wd * w).
   expected = -0.1 * 1.9 * (10.0 + 2e-5 * params["classifier"]["kernel"])
   np.testing.assert_allclose(updates["classifier"]["kernel"], expected, rtol=1e-6)

@@ -2,6 +2,7 @@
 
 The per-replica behaviour over a real 8-device mesh is in test_sam_sharded.py.
 """
+import functools
 import math
 
 import jax
@@ -111,6 +112,7 @@ def mlp_problem():
   return params, batch
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4))
 def hand_sam_with_aux(params, batch, temperature, rho, n_ascent):
   ascent = jax.grad(lambda p: mlp_loss(p, {k: v[:n_ascent] for k, v in batch.items()},
                                        temperature)[0])(params)
@@ -198,14 +200,16 @@ def test_sam_on_a_tiny_nfnet_then_sgd_agc():
   # with nonzero skip gains so that the perturbation reaches every block.
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images[:1])
                           ["params"])
-  keys = iter(jax.random.split(jax.random.PRNGKey(0), 200))
+  rng_np = np.random.default_rng(0)
 
-  def fill(path, s):
+  def fill(path, s):  # NumPy: eager jax ops would compile a kernel per shape
     name = str(path[-1].key)
     if name == "kernel":
       fan_in = math.prod(s.shape[:-1])
-      return jax.random.normal(next(keys), s.shape) / math.sqrt(fan_in)
-    return jnp.full(s.shape, {"gain": 1.0, "skip_gain": 0.5}.get(name, 0.0))
+      return jnp.asarray(rng_np.normal(size=s.shape) / math.sqrt(fan_in),
+                         jnp.float32)
+    return jnp.asarray(np.full(s.shape, {"gain": 1.0, "skip_gain": 0.5}.get(
+        name, 0.0)), jnp.float32)
   params = jax.tree_util.tree_map_with_path(fill, shapes)
 
   def loss_fn(p, batch, rng):
@@ -223,21 +227,26 @@ def test_sam_on_a_tiny_nfnet_then_sgd_agc():
   def both(params):
     (loss, preds), grads = sam_value_and_grad(
         loss_fn, rho=rho, ascent_fraction=0.5, has_aux=True)(params, batch, rng)
+    # By hand: the ascent gradient on the first 2 examples, then the descent
+    # pass's value at the perturbed weights (its gradient is checked exactly
+    # on the small models above; one more backward pass here costs seconds
+    # of compilation).
     ascent = jax.grad(lambda p: loss_fn(p, {k: v[:2] for k, v in batch.items()},
                                         rng)[0])(params)
     norm = optax.global_norm(ascent)
     perturbed = jax.tree_util.tree_map(lambda p, g: p + rho * g / (norm + 1e-12),
                                        params, ascent)
-    (e_loss, e_preds), e_grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        perturbed, batch, rng)
+    e_loss, e_preds = loss_fn(perturbed, batch, rng)
     plain_loss = loss_fn(params, batch, rng)[0]
     updates, _ = tx.update(grads, tx.init(params), params)
-    return loss, preds, grads, e_loss, e_preds, e_grads, plain_loss, updates
+    return loss, preds, grads, e_loss, e_preds, plain_loss, updates
 
-  loss, preds, grads, e_loss, e_preds, e_grads, plain_loss, updates = both(params)
+  loss, preds, grads, e_loss, e_preds, plain_loss, updates = both(params)
   np.testing.assert_allclose(loss, e_loss, rtol=1e-5)
   np.testing.assert_array_equal(preds, e_preds)
-  for g, e in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(e_grads)):
-    np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
   assert abs(float(loss) - float(plain_loss)) > 1e-4  # the weights did move
-  assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree_util.tree_leaves(updates))
+  assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
+  grads, updates = jax.device_get((grads, updates))
+  assert all(np.all(np.isfinite(g)) and np.abs(g).max() > 0
+             for g in jax.tree_util.tree_leaves(grads))
+  assert all(np.all(np.isfinite(u)) for u in jax.tree_util.tree_leaves(updates))
