@@ -129,7 +129,8 @@ def sam_value_and_grad(loss_fn: Callable[..., Any], *, rho: float = 0.05,
   if not (_is_number(ascent_fraction) and 0 < ascent_fraction <= 1):
     raise ValueError("SAM ascent_fraction must be in (0, 1], got "
                      f"{ascent_fraction!r}.")
-  if not (isinstance(micro_batches, int) and micro_batches >= 1):
+  if not (isinstance(micro_batches, numbers.Integral)
+          and not isinstance(micro_batches, bool) and micro_batches >= 1):
     raise ValueError(
         f"micro_batches must be a positive int, got {micro_batches!r}.")
 
@@ -165,14 +166,17 @@ def sam_value_and_grad(loss_fn: Callable[..., Any], *, rho: float = 0.05,
 
       def body(grad_sum, micro_batch):
         value, grads = one_replica(params, micro_batch, *args)
-        return jax.tree_util.tree_map(jnp.add, grad_sum, grads), value
+        return jax.tree_util.tree_map(
+            lambda s, g: s + g.astype(jnp.float32), grad_sum, grads), value
 
       # scan traces the model once however many micro-batches there are; the
-      # gradients are summed in the carry (one params-sized buffer), only the
-      # small per-micro-batch values are stacked.
-      grad_sum, values = jax.lax.scan(
-          body, jax.tree_util.tree_map(jnp.zeros_like, params), split)
-      grads = jax.tree_util.tree_map(lambda g: g / micro_batches, grad_sum)
+      # gradients are summed in a float32 carry (one params-sized buffer),
+      # only the small per-micro-batch values are stacked.
+      zeros = jax.tree_util.tree_map(
+          lambda p: jnp.zeros_like(p, jnp.float32), params)
+      grad_sum, values = jax.lax.scan(body, zeros, split)
+      grads = jax.tree_util.tree_map(
+          lambda s, p: (s / micro_batches).astype(p.dtype), grad_sum, params)
       if has_aux:
         losses, aux = values
         value = (jnp.mean(losses, axis=0), _average_aux(aux, micro_batches))
