@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from data import augment, loader, sources
+from data import augment, loader, sources, transforms
 from data.randaugment import randaugment_for_variant
 
 
@@ -53,8 +53,11 @@ def open_train_source(config) -> sources.Source:
 def make_train_data(config, process_index: int, process_count: int) -> TrainData:
   source = open_train_source(config)
   num_classes = config.model.num_classes or source.num_classes
+  crop = transforms.TransformConfig(
+      config.resolution, area_range=(config.augment.crop_area_min, 1.0))
   iterator = loader.make_train_loader(
       source, global_batch_size=config.batch_size, resolution=config.resolution,
+      transform_config=crop,
       seed=config.seed, process_index=process_index, process_count=process_count,
       num_workers=config.data.num_workers,
       batch_transform=augment.make_batch_augment(augment_config(config), num_classes),

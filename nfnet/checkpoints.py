@@ -144,8 +144,16 @@ def read_checkpoint_config(step_dir: str) -> dict:
 def load_checkpoint_params(path: str) -> tuple[Any, dict]:
   """(params as numpy, run config) from our workdir / checkpoint / step dir."""
   step_dir = find_checkpoint_step_dir(path)
-  # Restored without a target: host arrays, whatever topology saved them.
-  restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, STATE))
+  # Restored onto this process's first device, whatever topology saved them.
+  state_dir = os.path.join(step_dir, STATE)
+  with ocp.StandardCheckpointer() as checkpointer:
+    metadata = checkpointer.metadata(state_dir)
+    tree = getattr(metadata, "item_metadata", metadata)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree,
+        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+    restored = checkpointer.restore(state_dir, target)
   params = jax.tree_util.tree_map(np.asarray, restored["params"])
   return params, read_checkpoint_config(step_dir)
 

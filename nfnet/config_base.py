@@ -55,6 +55,7 @@ def data_config() -> ml_collections.ConfigDict:
 def augment_config() -> ml_collections.ConfigDict:
   """Crop+flip always; RandAugment and MixUp/CutMix for ImageNet from scratch."""
   return ml_collections.ConfigDict({
+      "crop_area_min": 0.08,  # Inception crop keeps 8%..100% of the image
       "randaugment_layers": 0,
       "randaugment_magnitude": placeholder(int),  # None: the variant's
       "mixup_cutmix": False,

@@ -42,6 +42,9 @@ def maybe_initialize_distributed(enabled: bool | None = None,
     num_processes = int(env["JAX_NUM_PROCESSES"])
   if process_id is None and env.get("JAX_PROCESS_ID"):
     process_id = int(env["JAX_PROCESS_ID"])
+  # Cross-process collectives on CPU (tests, laptops) need gloo; accelerators
+  # ignore this setting.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
 

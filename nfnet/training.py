@@ -63,11 +63,15 @@ def classification_loss(logits: jax.Array, targets: jax.Array,
                         kind: str) -> jax.Array:
   """Mean over the batch of softmax or sigmoid cross-entropy, in float32.
 
-  Sigmoid sums over classes (each label is its own binary problem), as for
+  softmax: targets are normalised to sum to 1, so an image with k labels puts
+  1/k on each (one-hot, mixed and smoothed targets already sum to 1).
+  sigmoid: every class is its own binary problem, summed over classes, as for
   multi-label corpora like JFT where an image carries several labels.
   """
   logits = logits.astype(jnp.float32)
   if kind == "softmax":
+    total = jnp.sum(targets, axis=-1, keepdims=True)
+    targets = targets / jnp.where(total > 0, total, 1.0)
     return optax.softmax_cross_entropy(logits, targets).mean()
   if kind == "sigmoid":
     return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1).mean()

@@ -25,6 +25,8 @@ def get_config(arg=None):
     config.data.train = f"arrayrecord:{arg.data_dir}/downstream/train-*.array_record"
     config.data.eval = f"arrayrecord:{arg.data_dir}/downstream/eval-*.array_record"
   config.data.num_workers = 0
+  # Labels name every object in the image: crops must keep most of it.
+  config.augment.crop_area_min = 0.5
   config.loss = "softmax"
 
   config.resolution = arg.res

@@ -9,8 +9,9 @@ r"""A tiny NFNet pre-trained on the embedded synthetic corpus, on a laptop CPU.
 The corpus (data/synthetic.py) has 1000 multi-label classes (shape x colour x
 pattern, 2-4 objects per image). The model is F0's topology at 1/4 width with
 one block per stage (~2.2M parameters), trained at 32 px with the JFT recipe's
-optimizer (SGD-Nesterov + AGC 0.01, weight decay 1e-6) and sigmoid
-cross-entropy. On 2 CPU cores 1,200 steps of batch 64 take a few
+optimizer (SGD-Nesterov + AGC 0.01, weight decay 1e-6) and softmax
+cross-entropy over the normalised multi-hot targets (it learns this corpus
+much faster in a few minutes than the per-class sigmoid of the JFT config). On 2 CPU cores 1,200 steps of batch 64 take a few
 minutes; precision@1 on the eval split climbs from chance (~0.3%) to well
 above it (the demo's table reports the measured value).
 """
@@ -22,15 +23,14 @@ def get_config(arg=None):
   config = config_base.base_config()
   config.model.update(variant="F0", width=0.25, depths=(1, 1, 1, 1),
                       group_size=32, dtype="float32", stochdepth_rate=0.0,
-                      drop_rate=0.0,
-                      # Sigmoid over 1000 classes: start every logit at "no"
-                      # (as big_vision does) instead of a 693-nat initial loss.
-                      head_bias_init=-7.0)
+                      drop_rate=0.0)
   if arg.data_dir:
     config.data.train = f"arrayrecord:{arg.data_dir}/pretrain/train-*.array_record"
     config.data.eval = f"arrayrecord:{arg.data_dir}/pretrain/eval-*.array_record"
   config.data.num_workers = 0
-  config.loss = "sigmoid"
+  # Labels name every object in the image: crops must keep most of it.
+  config.augment.crop_area_min = 0.5
+  config.loss = "softmax"  # over the normalised multi-hot targets
 
   config.resolution = arg.res
   config.batch_size = 64
