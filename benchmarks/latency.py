@@ -1,7 +1,8 @@
 """Training-step latency, measured as in the paper (appendix A.2).
 
-The median wall time of a full training step (forward, backward and an
-SGD-momentum update, jitted, state donated) with the batch already on the
+The median wall time of a full training step (forward, backward and the
+NFNet update: AGC + SGD with Nesterov momentum, `nfnet.optim.sgd_agc`; jitted,
+state donated) with the batch already on the
 device, over `--steps` steps after `--warmup` untimed ones.
 
     python benchmarks/latency.py --variant F0 --batch 8 --resolution 128
@@ -9,7 +10,8 @@ device, over `--steps` steps after `--warmup` untimed ones.
         --compare-conv-impl        # per-group vs native grouped convs
 
 Prints one JSON object per measurement: median_step_s, images_per_s and the
-achieved gflops_per_s (training counted as 3x the forward MACs, 2 FLOPs each).
+achieved gflops_per_s (training counted as 3x the forward MACs, 2 FLOPs each;
+the AGC/optimizer arithmetic is not counted).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nfnet import NFNet
+from nfnet import NFNet, optim
 from nfnet.flops import model_macs_per_image
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -51,7 +53,7 @@ def measure(variant: str, batch: int, resolution: int, dtype: str, steps: int,
                              DTYPES[dtype])
   labels = jax.random.randint(rng, (batch,), 0, model.num_classes)
   params = jax.jit(model.init)(rng, images[:1])["params"]
-  tx = optax.sgd(0.1, momentum=0.9, nesterov=True)
+  tx = optim.sgd_agc(0.1)
   opt_state = tx.init(params)
   step = make_train_step(model, tx)
 

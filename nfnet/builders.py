@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from nfnet import checkpoints, convert, flops, optim, parallel, training
+from nfnet import checkpoints, convert, flops, optim, parallel, report, training
 from nfnet.config_base import model_kwargs
 from nfnet.model import NFNet
 
@@ -157,7 +157,7 @@ def build_train_step(config: ml_collections.ConfigDict, model: NFNet, tx,
       seed=config.seed)
 
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = report.RESULTS_FILE
 
 
 def write_results(workdir: str, step: int, metrics: dict[str, float]) -> None:
