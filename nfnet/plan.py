@@ -247,6 +247,9 @@ def format_table(rows: Sequence[dict[str, str]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help"):
+    print(__doc__)
+    return 0 if argv else 1
   # A plan never computes; make sure it cannot claim an accelerator either.
   jax.config.update("jax_platforms", "cpu")
   show_results = RESULTS_MODE in argv
@@ -254,8 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     stages = [parse_stage(group) for group in split_stages(argv)]
     if not stages:
-      raise PlanError("no stage given; see `python -m nfnet.plan` usage in "
-                      "nfnet/plan.py.")
+      raise PlanError("no stage given; see python -m nfnet.plan --help.")
     if show_results:
       print("Top-1 (%) at the end of each stage, raw and EMA weights:")
       print(format_table([results_row(stage) for stage in stages]))
