@@ -247,9 +247,12 @@ check_stage_selection() {
 }
 
 wait_for_results() {
-  local name=$1 workdir=$2 waited=0
+  local name=$1 workdir=$2 waited=0 patience=$RESULTS_WAIT_S
+  if [[ $HOST_ID == 0 ]] || { [[ -z $HOST_ID ]] && ((!DISTRIBUTED)); }; then
+    patience=0  # process 0 writes results.json before it exits
+  fi
   while [[ ! -f $workdir/$RESULTS_FILE ]]; do
-    if ((waited >= RESULTS_WAIT_S)); then
+    if ((waited >= patience)); then
       die "stage $name stopped before its last step ($workdir/$RESULTS_FILE" \
         "was not written, e.g. after a preemption signal). Re-run the same" \
         "command: it resumes from the last checkpoint."
