@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import flags, logging
+from etils import epath
 from ml_collections import config_flags
 import numpy as np
 import optax
@@ -161,18 +162,16 @@ RESULTS_FILE = report.RESULTS_FILE
 
 
 def write_results(workdir: str, step: int, metrics: dict[str, float]) -> None:
-  """The finished run's final eval metrics, for recipes and tables."""
+  """The finished run's final eval metrics, for recipes and tables (local
+  paths and gs:// alike)."""
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
-      json.dump({"step": step, **metrics}, f, indent=2)
+    (epath.Path(workdir) / RESULTS_FILE).write_text(
+        json.dumps({"step": step, **metrics}, indent=2))
 
 
 def read_results(workdir: str) -> dict[str, float]:
-  path = os.path.join(workdir, RESULTS_FILE)
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  path = epath.Path(workdir) / RESULTS_FILE
+  return json.loads(path.read_text()) if path.exists() else {}
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -197,6 +196,15 @@ def run_summary(model: NFNet, config: ml_collections.ConfigDict,
           f"({config.batch_size // devices}/device), {durations.total_steps:,} "
           f"steps ({durations.total_steps / max(durations.steps_per_epoch, 1e-9):.1f}"
           f" epochs), warm-up {durations.warmup_steps:,}.")
+
+
+def log_run_start(writer, model: NFNet, config: ml_collections.ConfigDict,
+                  durations: Durations, mesh: Mesh) -> None:
+  """The one-line summary to the log and TensorBoard, the config as hparams."""
+  summary = run_summary(model, config, durations, mesh)
+  logging.info(summary)
+  writer.write_texts(0, {"run": summary})
+  writer.write_hparams(flat_hparams(config))
 
 
 def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -10,13 +10,11 @@ order. SIGTERM saves a checkpoint and exits cleanly.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 from absl import app, flags, logging
 
 from data import from_config as data_from_config
-from nfnet import builders, checkpoints, parallel, reporting, training
+from nfnet import builders, checkpoints, loop, parallel, reporting, training
 
 FLAGS = flags.FLAGS
 
@@ -42,10 +40,7 @@ def train(config, workdir: str) -> dict[str, float]:
   schedule, tx = builders.build_optimizer(config, durations)
   use_ema = config.ema_decay > 0  # pre-training: off in the paper
   run_description = builders.run_description(config, model, durations)
-  summary = builders.run_summary(model, config, durations, mesh)
-  logging.info(summary)
-  writer.write_texts(0, {"run": summary})
-  writer.write_hparams(builders.flat_hparams(config))
+  builders.log_run_start(writer, model, config, durations, mesh)
 
   # ---------------------------------- Restore: resume > init_from > scratch
   manager = checkpoints.make_manager(
@@ -53,48 +48,25 @@ def train(config, workdir: str) -> dict[str, float]:
       keep=config.keep_checkpoints, keep_every_steps=config.keep_every_steps)
   state = builders.restore_or_initialize(
       manager, model, tx, config, mesh, train_data.iterator, use_ema)
-  start_step = int(state.step)
-  if start_step >= durations.total_steps:
+  if int(state.step) >= durations.total_steps:
     logging.info("%s already holds the finished run (step %d).", workdir,
-                 start_step)
+                 int(state.step))
     return builders.read_results(workdir)
 
   # ----------------------------------------------------------------- Steps
   train_step = builders.build_train_step(config, model, tx, schedule, mesh)
   eval_step = training.make_eval_step(model, mesh)
-  run_evals = functools.partial(builders.evaluate, eval_step,
-                                eval_batches=eval_data, mesh=mesh)
 
   # ------------------------------------------------------------------ Loop
-  log = reporting.TrainLogger(writer, durations.total_steps, config.batch_size,
-                              config.log_every_steps)
-  guard = builders.PreemptionGuard()
-  logging.info("Training %s from step %d to %d.", model.variant, start_step,
-               durations.total_steps)
-  eval_metrics = {}
-  for step in range(start_step + 1, durations.total_steps + 1):
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      host_batch = next(train_data.iterator)
-      state, metrics = train_step(state, parallel.to_global_batch(host_batch, mesh))
-    if step == 1:
-      writer.write_images(0, {"train_images": builders.image_grid(
-          host_batch["image"][:32])})
-    last = step == durations.total_steps
-    stop = guard.should_stop(manager, step)
-    # Flush (and check for a non-finite loss) before anything is saved.
-    log(step, metrics, flush=last or stop or manager.should_save(step))
-    if eval_data and (step % config.eval_every_steps == 0 or last):
-      eval_metrics = run_evals(builders.params_to_evaluate(state))
-      writer.write_scalars(step, eval_metrics)
-    checkpoints.save(manager, step, state, train_data.iterator,
-                     run_description, force=last or stop)
-    if stop:
-      logging.info("Stopped at step %d after a preemption signal.", step)
-      break
-  manager.wait_until_finished()
-  writer.flush()
-  if step == durations.total_steps:
-    builders.write_results(workdir, step, eval_metrics)
+  evaluate = None
+  if eval_data:
+    evaluate = lambda state: builders.evaluate(
+        eval_step, builders.params_to_evaluate(state), eval_data, mesh)
+  eval_metrics = loop.train_loop(
+      config=config, state=state, train_step=train_step,
+      data_iterator=train_data.iterator, evaluate=evaluate, mesh=mesh,
+      manager=manager, writer=writer, total_steps=durations.total_steps,
+      run_description=run_description, workdir=workdir)
   return eval_metrics
 
 
