@@ -24,6 +24,8 @@ class TrainData:
 
 
 def _source_options(config) -> dict[str, Any]:
+  if config.data.label_key is None:
+    return {}
   return {"label_key": config.data.label_key}
 
 

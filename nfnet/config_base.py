@@ -43,7 +43,9 @@ def data_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "train": "",        # source string: arrayrecord:GLOB, tfrecord:GLOB, tfds:NAME/SPLIT, folder:PATH
       "eval": "",         # same; empty: no evaluation
-      "label_key": "image/class/label",
+      # None: the source's default (image/class/label for tf.train.Example
+      # shards, label for TFDS).
+      "label_key": placeholder(str),
       "num_workers": 2,   # loader worker processes per host; 0: in-process
       "skip_corrupt": False,
       # Nominal size of the training split, used only where the data is not
