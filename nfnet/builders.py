@@ -189,7 +189,8 @@ def run_summary(model: NFNet, config: ml_collections.ConfigDict,
                    for p in jax.tree_util.tree_leaves(params))
   macs = flops.model_macs_per_image(model, params["params"], config.resolution)
   devices = mesh.devices.size
-  return (f"NFNet {model.variant} ({num_params:,} params, {macs / 1e9:.2f}B "
+  macs_text = f"{macs / 1e9:.2f}B" if macs >= 1e9 else f"{macs / 1e6:.1f}M"
+  return (f"NFNet {model.variant} ({num_params:,} params, {macs_text} "
           f"MACs/image at {config.resolution} px, {model.num_classes} classes) "
           f"on {devices} {jax.default_backend()} device(s) in "
           f"{jax.process_count()} process(es); batch {config.batch_size} "
