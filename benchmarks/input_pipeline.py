@@ -322,6 +322,9 @@ def tfdata_iterator(path: str, *, batch_size: int, resolution: int, workers: int
 # --------------------------------------------------------------------------
 
 
+_CPU_CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds() -> float:
   """CPU time (user + system) of this process and its live children (grain workers)."""
   try:
@@ -350,7 +353,9 @@ def measure(make: Callable[[], Iterator], *, batches: int, warmup: int) -> tuple
       batch = next(iterator)
       count += len(batch["image"])
     wall, cpu = time.perf_counter() - start, _cpu_seconds() - start_cpu
-    return count / wall, count / cpu
+    # The kernel counts CPU time in clock ticks (usually 10 ms), so a very short
+    # run can read 0 s; one tick is then the honest upper bound on what it used.
+    return count / wall, count / max(cpu, _CPU_CLOCK_TICK_S)
   finally:
     close = getattr(iterator, "close", None)
     if close:
