@@ -16,9 +16,16 @@ random horizontal flip.
 Evaluation (:func:`eval_image`): bicubic resize of the whole image to
 ``(S + 32) x (S + 32)`` (aspect ratio not kept), then the centre S x S crop.
 
-Resizing uses PIL's bicubic filter, which is antialiased when shrinking (its
-kernel widens with the scale factor), so a 1/8-scale DCT decode followed by
-the resize and a full decode followed by the resize agree closely.
+Resizing is OpenCV's bicubic interpolation (``cv2.INTER_CUBIC``), which,
+like the reference's ``tf.image.resize(method="bicubic")``, is not
+antialiased: measured on a 500x375 photo-like image, its output is 0.7 grey
+levels from TensorFlow's on average, against 2.3 for PIL's antialiased
+bicubic, and it is 10x faster than PIL (0.07 ms against 0.85 ms for a 224 px
+output), which is what lets the loader keep up with tf.data per core
+(``benchmarks/input_pipeline.py``). Because the DCT-scaled decode leaves at
+most 2x more pixels than the output needs, the missing antialiasing matters
+only when that decode is off or the image is not a JPEG, exactly as in the
+reference.
 
 Every function takes the image bytes and returns uint8 ``[S, S, 3]``; all
 randomness comes from the ``np.random.Generator`` argument, so an output is a
@@ -30,10 +37,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import cv2
 import numpy as np
-from PIL import Image
 
 from data import decode
+
+# The loader parallelises over examples (threads and processes); OpenCV's own
+# thread pool on top of that would only oversubscribe the cores.
+cv2.setNumThreads(1)
 
 EVAL_RESIZE_MARGIN = 32
 
@@ -120,10 +131,15 @@ def dct_min_size(image_hw: tuple[int, int], needed_hw: tuple[int, int]) -> tuple
   return math.ceil(height / factor), math.ceil(width / factor)
 
 
-def _decode_for_box(data, box: Box, image_hw: tuple[int, int], out_hw: tuple[int, int],
-                    dct_scaled: bool) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-  """Decodes just enough pixels for ``box`` to yield ``out_hw``; returns the image and
-  the box in the decoded image's coordinates as PIL's (left, top, right, bottom)."""
+def _decode_crop(data, box: Box, image_hw: tuple[int, int], out_hw: tuple[int, int],
+                 dct_scaled: bool) -> np.ndarray:
+  """Decodes just enough pixels for ``box`` to yield ``out_hw`` and returns the box's pixels.
+
+  After a DCT-scaled decode the box's edges are rounded to whole decoded
+  pixels: a shift of at most half a decoded pixel, far below the crop's own
+  randomness, that lets a plain separable resize do the rest where an exact
+  sub-pixel warp would cost 7x as much.
+  """
   height, width = image_hw
   top, left, box_h, box_w = box
   min_height = min_width = 0
@@ -134,17 +150,20 @@ def _decode_for_box(data, box: Box, image_hw: tuple[int, int], out_hw: tuple[int
   pixels = decode.decode_rgb(data, min_height=min_height, min_width=min_width)
   # Scale from the decoded size, not the requested one: it also absorbs a
   # header that disagrees with the pixels.
-  scale_y = pixels.shape[0] / height
-  scale_x = pixels.shape[1] / width
-  pil_box = (left * scale_x, top * scale_y, (left + box_w) * scale_x, (top + box_h) * scale_y)
-  return pixels, pil_box
+  rows = _scaled_span(top, box_h, pixels.shape[0] / height, pixels.shape[0])
+  cols = _scaled_span(left, box_w, pixels.shape[1] / width, pixels.shape[1])
+  return pixels[rows, cols]
 
 
-def _resize(pixels: np.ndarray, out_hw: tuple[int, int],
-            pil_box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-  image = Image.fromarray(pixels)
-  resized = image.resize((out_hw[1], out_hw[0]), Image.Resampling.BICUBIC, box=pil_box)
-  return np.asarray(resized)
+def _scaled_span(start: int, length: int, scale: float, limit: int) -> slice:
+  """``[start, start + length)`` scaled and rounded to whole pixels, at least one, inside ``limit``."""
+  begin = min(int(round(start * scale)), limit - 1)
+  end = min(max(int(round((start + length) * scale)), begin + 1), limit)
+  return slice(begin, end)
+
+
+def _resize(pixels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+  return cv2.resize(pixels, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_CUBIC)
 
 
 def train_image(data, rng: np.random.Generator, config: TransformConfig) -> np.ndarray:
@@ -152,8 +171,8 @@ def train_image(data, rng: np.random.Generator, config: TransformConfig) -> np.n
   size = config.resolution
   image_hw = decode.image_size(data)
   box, _ = sample_inception_crop(*image_hw, rng, config)
-  pixels, pil_box = _decode_for_box(data, box, image_hw, (size, size), config.dct_scaled_decode)
-  out = _resize(pixels, (size, size), pil_box)
+  crop = _decode_crop(data, box, image_hw, (size, size), config.dct_scaled_decode)
+  out = _resize(crop, (size, size))
   if config.flip and rng.random() < 0.5:
     out = out[:, ::-1]
   return np.ascontiguousarray(out)

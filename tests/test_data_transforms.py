@@ -3,6 +3,7 @@
 import io
 import math
 
+import cv2
 import numpy as np
 import pytest
 import simplejpeg
@@ -77,7 +78,7 @@ def test_train_image_shape_dtype_and_crop_content():
   out = transforms.train_image(_png(pixels), np.random.default_rng(0), config)
   assert out.shape == (32, 32, 3) and out.dtype == np.uint8
   # Area 1 and aspect 4/3 on a 4:3 image is the whole image: equal to a plain resize.
-  expected = np.asarray(Image.fromarray(pixels).resize((32, 32), Image.Resampling.BICUBIC))
+  expected = cv2.resize(pixels, (32, 32), interpolation=cv2.INTER_CUBIC)
   np.testing.assert_array_equal(out, expected)
 
 
@@ -105,8 +106,22 @@ def test_eval_geometry_resize_then_centre_crop():
   pixels = _photo_like(90, 200, seed=3)
   config = transforms.TransformConfig(64, dct_scaled_decode=False)
   out = transforms.eval_image(_png(pixels), config)
-  resized = np.asarray(Image.fromarray(pixels).resize((96, 96), Image.Resampling.BICUBIC))
+  resized = cv2.resize(pixels, (96, 96), interpolation=cv2.INTER_CUBIC)
   np.testing.assert_array_equal(out, resized[16:80, 16:80])
+
+
+def test_resize_matches_the_references_tensorflow_bicubic():
+  """The reference resizes with tf.image.resize(method="bicubic"), not antialiased."""
+  tf = pytest.importorskip("tensorflow")
+  pixels = _photo_like(120, 160, seed=4)
+  config = transforms.TransformConfig(48, dct_scaled_decode=False)
+  ours = transforms.eval_image(_png(pixels), config).astype(float)
+  reference = tf.image.resize(pixels, [80, 80], method="bicubic").numpy()
+  reference = np.clip(np.round(reference), 0, 255)[16:64, 16:64]
+  # Same geometry and filter family (Keys cubic, a = -0.75 here and -0.5 in
+  # TensorFlow): under a grey level apart on average, against 2+ for PIL's
+  # antialiased bicubic.
+  assert np.abs(ours - reference).mean() < 1.0
 
 
 def test_eval_keeps_a_centred_square_centred_and_drops_the_margin():
@@ -129,17 +144,37 @@ def test_dct_scaled_decode_is_smaller_but_close():
   small = decode.decode_rgb(jpeg, min_height=100, min_width=100)
   assert 100 <= small.shape[0] < 375 and 100 <= small.shape[1] < 500
   assert decode.decode_rgb(jpeg).shape == (375, 500, 3)
-  fast = transforms.TransformConfig(64)
-  slow = transforms.TransformConfig(64, dct_scaled_decode=False)
+  fast = transforms.TransformConfig(64, flip=False)
+  slow = transforms.TransformConfig(64, flip=False, dct_scaled_decode=False)
   for seed in range(5):
+    box, _ = transforms.sample_inception_crop(375, 500, np.random.default_rng(seed), fast)
     a = transforms.train_image(jpeg, np.random.default_rng(seed), fast).astype(float)
     b = transforms.train_image(jpeg, np.random.default_rng(seed), slow).astype(float)
-    # Same crop; only the resampling path differs, by about what separates
-    # PIL's box and bicubic filters on a full decode (2.2 grey levels here).
-    assert np.abs(a - b).mean() < 3.5
+    snapped = _full_decode_of_box_snapped_to_dct_grid(jpeg, box, 64)
+    # The crop is the sampled box moved by at most half a decoded pixel
+    # (about 3 grey levels on this steep image), plus the resampling path
+    # (DCT scaling against a full decode + cubic: 3 grey levels).
+    assert np.abs(a - b).mean() < 6.5
+    # On the same decoded-grid box, only the resampling path differs.
+    assert np.abs(a - snapped).mean() < 3.5
   a = transforms.eval_image(jpeg, fast).astype(float)
   b = transforms.eval_image(jpeg, slow).astype(float)
   assert np.abs(a - b).mean() < 3.5
+
+
+def _full_decode_of_box_snapped_to_dct_grid(jpeg: bytes, box, size: int) -> np.ndarray:
+  """What train_image(flip=False) gives without DCT scaling for the box it really crops."""
+  top, left, height, width = box
+  needed = (math.ceil(375 * size / height), math.ceil(500 * size / width))
+  decoded_h, decoded_w = transforms.dct_min_size((375, 500), needed)
+
+  def snap(value: int, factor: float) -> int:
+    return int(round(round(value / factor) * factor))
+
+  rows = slice(snap(top, 375 / decoded_h), snap(top + height, 375 / decoded_h))
+  cols = slice(snap(left, 500 / decoded_w), snap(left + width, 500 / decoded_w))
+  full = decode.decode_rgb(jpeg)[rows, cols]
+  return cv2.resize(full, (size, size), interpolation=cv2.INTER_CUBIC).astype(float)
 
 
 def test_dct_scales_are_powers_of_two_keeping_the_needed_size():
