@@ -20,9 +20,9 @@ Resizing is OpenCV's bicubic interpolation (``cv2.INTER_CUBIC``), which,
 like the reference's ``tf.image.resize(method="bicubic")``, is not
 antialiased: measured on a 500x375 photo-like image, its output is 0.7 grey
 levels from TensorFlow's on average, against 2.3 for PIL's antialiased
-bicubic, and it is 10x faster than PIL (0.07 ms against 0.85 ms for a 224 px
-output), which is what lets the loader keep up with tf.data per core
-(``benchmarks/input_pipeline.py``). Because the DCT-scaled decode leaves at
+bicubic, and it is 4x faster than PIL (0.19 ms against 0.82 ms for a 224 px
+output in ``benchmarks/input_pipeline.py``), which is what lets the loader
+keep up with tf.data per core. Because the DCT-scaled decode leaves at
 most 2x more pixels than the output needs, the missing antialiasing matters
 only when that decode is off or the image is not a JPEG, exactly as in the
 reference.
