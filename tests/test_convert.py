@@ -23,7 +23,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from safetensors.numpy import save_file
 from scipy.special import erf
 
-from nfnet import convert
+from data import synthetic
+from finetune import main as finetune_main
+from finetune.configs import synthetic as finetune_synthetic
+from nfnet import builders, checkpoints, convert
 from nfnet import variants
 from nfnet.info import abstract_params
 from nfnet.model import NFNet, count_params
@@ -488,3 +491,65 @@ def test_cli_converts_timm_weights_and_never_overwrites(tmp_path):
                          env=env, timeout=300)
   assert again.returncode == 1
   assert "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+# ---------------------------------------------------------------------------
+# Fine-tuning straight from the released formats.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def downstream_corpus(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("synth"))
+  synthetic.generate(out, seed=0, num_train=16, num_eval=8, downstream_train_per_class=2,
+                     downstream_eval_per_class=1, image_size=32, num_shards=1)
+  return out
+
+
+def _finetune_config(corpus, init_from, **model_fields):
+  config = finetune_synthetic.get_config(f"data_dir={corpus},steps=2,res=32")
+  config.model.update(width=0.125, depths=(1, 1, 1, 1), group_size=16, **model_fields)
+  config.update(init_from=str(init_from), batch_size=8, log_every_steps=1,
+                eval_every_steps=1000, checkpoint_every_steps=2)
+  return config
+
+
+def _assert_backbone_loaded_and_head_fresh(params, source, config):
+  flat_params, flat_source = flat(params), flat(source)
+  backbone = [k for k in flat_params if not k.startswith("classifier/")]
+  assert len(backbone) > 50
+  for key in backbone:
+    np.testing.assert_array_equal(flat_params[key], flat_source[key], err_msg=key)
+  fresh = builders.init_params(builders.build_model(config, num_classes=16),
+                               config.resolution, config.seed)
+  np.testing.assert_array_equal(params["classifier"]["kernel"], fresh["classifier"]["kernel"])
+
+
+def test_finetune_runs_from_a_deepmind_pickle(tmp_path, downstream_corpus):
+  source = random_params(NFNet(variant="F0", num_classes=1000, width=0.125,
+                               depths=(1, 1, 1, 1), group_size=16))
+  path = tmp_path / "F0_haiku.npz"
+  with open(path, "wb") as f:
+    dill.dump(to_haiku_layout(source), f)
+  config = _finetune_config(downstream_corpus, path)
+
+  model = builders.build_model(config, num_classes=16)
+  _assert_backbone_loaded_and_head_fresh(builders.initial_params(model, config), source, config)
+  metrics = finetune_main.train(config, str(tmp_path / "ft"))
+  assert metrics["eval/examples"] == 16 and np.isfinite(metrics["eval/top1"])
+  assert os.listdir(tmp_path / "ft" / checkpoints.CHECKPOINT_DIRNAME) == ["2"]
+
+
+def test_finetune_starts_from_timm_weights_with_timm_numerics(tmp_path, downstream_corpus):
+  path = tmp_path / "dm_nfnet_f0.safetensors"
+  save_file(timm_state_dict(random_maker(0), (32, 64, 192, 192), (1, 1, 1, 1), 16, 1000),
+            str(path))
+  _, source = convert.load_timm(path)
+
+  # The config must say it wants timm's numerics; otherwise the run names the fields.
+  with pytest.raises(checkpoints.CheckpointMismatchError, match="activation.*\n.*ws_eps"):
+    config = _finetune_config(downstream_corpus, path)
+    builders.initial_params(builders.build_model(config, num_classes=16), config)
+  config = _finetune_config(downstream_corpus, path, **convert.TIMM_NUMERICS)
+  params = builders.initial_params(builders.build_model(config, num_classes=16), config)
+  _assert_backbone_loaded_and_head_fresh(params, source, config)
