@@ -65,8 +65,9 @@ def check_finite(losses: Mapping[int, float]) -> None:
 
 
 class TrainLogger:
-  """Collects step metrics and writes their mean every `every_steps` steps,
-  with steps/s, images/s and ETA; raises on a non-finite loss."""
+  """Collects step metrics and writes their mean every `every_steps` steps
+  (the learning rate as at that step), with steps/s, images/s and ETA; raises
+  on a non-finite loss."""
 
   def __init__(self, writer, total_steps: int, batch_size: int,
                every_steps: int):
@@ -88,6 +89,11 @@ class TrainLogger:
     self._pending = []
     check_finite({s: float(m["loss"]) for s, m in per_step})
     scalars = host_scalars([m for _, m in per_step])
+    # The learning rate is a schedule value, not a measurement: the window's
+    # mean would lag it (a warm-up that ends mid-window would seem to peak
+    # later and lower), so it is written as it stands at the logged step.
+    if "learning_rate" in per_step[-1][1]:
+      scalars["learning_rate"] = float(per_step[-1][1]["learning_rate"])
     scalars.update(self._throughput(step))
     self.writer.write_scalars(step, scalars)
 

@@ -1,0 +1,34 @@
+"""Training logs: window means, the learning rate at the logged step, NaN stops."""
+import numpy as np
+import pytest
+
+from nfnet import reporting
+from nfnet.report import read_scalars
+
+
+def _log_steps(workdir, losses, learning_rates, every_steps):
+  writer = reporting.make_writer(str(workdir))
+  logger = reporting.TrainLogger(writer, total_steps=len(losses), batch_size=8,
+                                 every_steps=every_steps)
+  try:
+    for step, (loss, lr) in enumerate(zip(losses, learning_rates), start=1):
+      logger(step, {"loss": np.float32(loss), "learning_rate": np.float32(lr)})
+  finally:
+    writer.close()
+
+
+def test_loss_is_the_window_mean_and_learning_rate_the_value_at_the_step(tmp_path):
+  losses = [4.0, 3.0, 2.0, 1.0]
+  warmup = [0.25, 0.5, 0.75, 1.0]
+  _log_steps(tmp_path, losses, warmup, every_steps=2)
+
+  scalars = read_scalars(str(tmp_path))
+  steps, values = scalars["loss"]
+  assert list(steps) == [2, 4] and np.allclose(values, [3.5, 1.5])
+  steps, values = scalars["learning_rate"]
+  assert list(steps) == [2, 4] and np.allclose(values, [0.5, 1.0])
+
+
+def test_non_finite_loss_names_the_first_bad_step(tmp_path):
+  with pytest.raises(reporting.NonFiniteLossError, match="Loss became nan at step 3"):
+    _log_steps(tmp_path, [1.0, 1.0, float("nan"), float("inf")], [0.1] * 4, every_steps=4)
