@@ -128,3 +128,29 @@ def test_eval_counts_every_example_once_when_batch_does_not_divide_split():
   assert result["count"] == 21
   assert result["top5"] == 21  # 5 classes: top-5 always hits
   assert abs(result["top1"] / 21 - result["expected_top1"]) < 1e-6
+
+
+def test_gradient_accumulation_gives_the_full_batch_gradient():
+  result = _run_on_8_devices("""
+    import optax
+    tx = optax.sgd(1.0)  # update == -grad, so the step exposes the gradient
+    hb = host_batch(32)  # 4 examples per device, 2 micro-batches of 2
+    before = jax.device_get(params)  # the step donates the state's buffers
+    grads, losses = {}, {}
+    for micro_batches in (1, 2):
+      state = training.create_train_state(before, tx, use_ema=False)
+      state = jax.device_put(state, parallel.replicated(mesh))
+      step = training.make_train_step(model, tx, mesh, micro_batches=micro_batches)
+      new_state, metrics = step(state, parallel.to_global_batch(hb, mesh))
+      grads[micro_batches] = jax.tree_util.tree_map(
+          lambda a, b: a - b, before, jax.device_get(new_state.params))
+      losses[micro_batches] = float(metrics["loss"])
+    leaves = lambda t: jax.tree_util.tree_leaves(t)
+    scale = max(float(np.max(np.abs(g))) for g in leaves(grads[1]))
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(grads[1]), leaves(grads[2])))
+    print(json.dumps({"relative_diff": diff / scale, "losses": losses}))
+  """)
+  # The mean of the micro-batch means is the batch mean: equal up to float32
+  # summation order.
+  assert result["relative_diff"] < 1e-5
+  assert abs(result["losses"]["1"] - result["losses"]["2"]) < 1e-5
