@@ -19,3 +19,21 @@ def tiny_nfnet_kwargs():
 @pytest.fixture
 def rng():
   return jax.random.PRNGKey(0)
+
+
+@pytest.fixture
+def assert_backbone_loaded_and_head_fresh():
+  """Checks fine-tuning's start: every non-head parameter equals the source's,
+  and the classifier is the fresh model's, not the source's."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
+
+  def check(params, source, fresh):
+    flat, flat_source = (traverse_util.flatten_dict(p, sep="/") for p in (params, source))
+    backbone = [k for k in flat if not k.startswith("classifier/")]
+    assert len(backbone) > 50
+    for key in backbone:
+      np.testing.assert_array_equal(flat[key], flat_source[key], err_msg=key)
+    np.testing.assert_array_equal(params["classifier"]["kernel"], fresh["classifier"]["kernel"])
+
+  return check
