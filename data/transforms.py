@@ -162,7 +162,8 @@ def _scaled_span(start: int, length: int, scale: float, limit: int) -> slice:
   return slice(begin, end)
 
 
-def _resize(pixels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+def resize_bicubic(pixels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+  """The pipeline's resize (see the module docstring): uint8 ``[H, W, 3]`` to ``out_hw``."""
   return cv2.resize(pixels, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_CUBIC)
 
 
@@ -172,7 +173,7 @@ def train_image(data, rng: np.random.Generator, config: TransformConfig) -> np.n
   image_hw = decode.image_size(data)
   box, _ = sample_inception_crop(*image_hw, rng, config)
   crop = _decode_crop(data, box, image_hw, (size, size), config.dct_scaled_decode)
-  out = _resize(crop, (size, size))
+  out = resize_bicubic(crop, (size, size))
   if config.flip and rng.random() < 0.5:
     out = out[:, ::-1]
   return np.ascontiguousarray(out)
@@ -186,6 +187,6 @@ def eval_image(data, config: TransformConfig) -> np.ndarray:
   if config.dct_scaled_decode:
     min_height, min_width = dct_min_size(decode.image_size(data), (resized_side, resized_side))
   pixels = decode.decode_rgb(data, min_height=min_height, min_width=min_width)
-  resized = _resize(pixels, (resized_side, resized_side))
+  resized = resize_bicubic(pixels, (resized_side, resized_side))
   offset = config.eval_resize_margin // 2
   return np.ascontiguousarray(resized[offset:offset + size, offset:offset + size])

@@ -48,10 +48,17 @@ def make_progress(total_steps: int, writer, every_steps: int):
       every_secs=None)
 
 
+# Values of a schedule, not measurements: a window's mean would lag them (a
+# warm-up ending mid-window would seem to peak later and lower).
+SCHEDULE_METRICS = ("learning_rate",)
+
+
 def host_scalars(metrics: list[Mapping[str, Any]]) -> dict[str, float]:
-  """Averages a list of per-step metric dicts into host floats."""
+  """Per-step metric dicts -> host floats: the mean of each measurement over
+  the window, and each of SCHEDULE_METRICS as it stands at the last step."""
   metrics = jax.device_get(metrics)
-  return {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+  return {k: float(metrics[-1][k] if k in SCHEDULE_METRICS else np.mean([m[k] for m in metrics]))
+          for k in metrics[0]}
 
 
 def check_finite(losses: Mapping[int, float]) -> None:
@@ -89,11 +96,6 @@ class TrainLogger:
     self._pending = []
     check_finite({s: float(m["loss"]) for s, m in per_step})
     scalars = host_scalars([m for _, m in per_step])
-    # The learning rate is a schedule value, not a measurement: the window's
-    # mean would lag it (a warm-up that ends mid-window would seem to peak
-    # later and lower), so it is written as it stands at the logged step.
-    if "learning_rate" in per_step[-1][1]:
-      scalars["learning_rate"] = float(per_step[-1][1]["learning_rate"])
     scalars.update(self._throughput(step))
     self.writer.write_scalars(step, scalars)
 
