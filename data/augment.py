@@ -26,6 +26,12 @@ Per program (``AugmentConfig`` / :func:`make_batch_augment`):
 
 Order, as in the reference recipe: mix, then RandAugment each mixed image
 (with its own child generator), then smooth the mixed targets.
+
+Mixed rows are handed out interleaved (MixUp, CutMix, MixUp, ...), not as
+two halves: the host batch is split into contiguous per-device slices (and
+those into micro-batches, and SAM computes its ascent on the first 20% of
+each), so only an interleaved batch gives every slice both kinds of mixing,
+as the reference, which mixes within each device's batch, does.
 """
 
 from __future__ import annotations
@@ -121,19 +127,33 @@ class BatchAugment:
     images = batch["image"]
     targets = self.targets_of(batch)
     out_size = len(images) // self.input_multiplier
+    order = np.arange(out_size)
     if self.config.mixup_cutmix:
       images, targets, _ = mixing.mix_halves(images, targets, rng)
+      order = interleaved_halves(out_size)
+      images, targets = images[order], targets[order]
     if self.config.randaugment_layers:
       randaugment = RandAugment(self.config.randaugment_layers,
                                 self.config.randaugment_magnitude)
       images = randaugment(images, rng)
     if self.config.label_smoothing:
       targets = mixing.smooth_labels(targets, self.config.label_smoothing)
-    out = {k: v[:out_size] for k, v in batch.items()
+    out = {k: v[:out_size][order] for k, v in batch.items()
            if k not in ("image", "label", "targets")}
     out["image"] = images
     out["targets"] = targets
     return out
+
+
+def interleaved_halves(batch_size: int) -> np.ndarray:
+  """Row order that alternates the MixUp half and the CutMix half.
+
+  >>> interleaved_halves(5).tolist()   # MixUp rows 0-2, CutMix rows 3-4
+  [0, 3, 1, 4, 2]
+  """
+  num_mixup, _ = mixing.split_mixup_cutmix(batch_size)
+  position = np.arange(batch_size)
+  return np.where(position % 2 == 0, position // 2, num_mixup + position // 2)
 
 
 def make_batch_augment(config: AugmentConfig,

@@ -24,9 +24,23 @@ class TrainData:
 
 
 def _source_options(config) -> dict[str, Any]:
-  if config.data.label_key is None:
-    return {}
-  return {"label_key": config.data.label_key}
+  """What the config says about the sources' records and label space.
+
+  `model.num_classes` and `data.multi_label` override (or stand in for) the
+  source's own metadata, so raw shards from any writer train without a
+  dataset_info.json.
+  """
+  options = {"label_key": config.data.label_key,
+             "num_classes": config.model.num_classes,
+             "multi_label": config.data.multi_label}
+  return {key: value for key, value in options.items() if value is not None}
+
+
+def transform_config(config) -> transforms.TransformConfig:
+  """Crop geometry of the training stream (and the eval crop's fraction)."""
+  return transforms.TransformConfig(
+      config.resolution, area_range=(config.augment.crop_area_min, 1.0),
+      eval_crop_fraction=config.eval_crop_fraction)
 
 
 def augment_config(config) -> augment.AugmentConfig:
@@ -47,19 +61,19 @@ def open_train_source(config) -> sources.Source:
                      "--config.data.train=arrayrecord:/data/train-*.array_record")
   source = sources.open_source(config.data.train, **_source_options(config))
   if not source.num_classes:
-    raise ValueError(f"{config.data.train}: the number of classes is unknown; set "
-                     "--config.model.num_classes.")
+    raise ValueError(
+        f"{config.data.train}: the number of classes is unknown (no dataset_info.json "
+        "beside the shards): set --config.model.num_classes=N, and "
+        "--config.data.multi_label=True if an image may carry several labels.")
   return source
 
 
 def make_train_data(config, process_index: int, process_count: int) -> TrainData:
   source = open_train_source(config)
   num_classes = config.model.num_classes or source.num_classes
-  crop = transforms.TransformConfig(
-      config.resolution, area_range=(config.augment.crop_area_min, 1.0))
   iterator = loader.make_train_loader(
       source, global_batch_size=config.batch_size, resolution=config.resolution,
-      transform_config=crop,
+      transform_config=transform_config(config),
       seed=config.seed, process_index=process_index, process_count=process_count,
       num_workers=config.data.num_workers,
       batch_transform=augment.make_batch_augment(augment_config(config), num_classes),
@@ -73,8 +87,10 @@ def make_eval_data(config, process_index: int,
   if not config.data.eval:
     return None
   source = sources.open_source(config.data.eval, **_source_options(config))
+  resolution = config.eval_resolution or config.resolution
   return loader.make_eval_loader(
-      source, global_batch_size=config.batch_size,
-      resolution=config.eval_resolution or config.resolution,
+      source, global_batch_size=config.batch_size, resolution=resolution,
+      transform_config=transforms.TransformConfig(
+          resolution, eval_crop_fraction=config.eval_crop_fraction),
       process_index=process_index, process_count=process_count,
       num_workers=config.data.num_workers, skip_corrupt=config.data.skip_corrupt)

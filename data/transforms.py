@@ -1,20 +1,26 @@
-"""Baseline per-example image transforms (REFERENCE.md section 3).
+"""Baseline per-example image transforms (the paper's reference pipeline).
 
 Training (:func:`train_image`): Inception crop -> bicubic resize to S x S ->
 random horizontal flip.
 
-- The crop covers a uniform fraction of the image area in ``[0.08, 1]`` with
-  an aspect ratio (width / height) log-uniform in ``[3/4, 4/3]``; up to 10
-  draws are tried and the first that fits inside the image is used. If none
-  fits, the fallback is the reference's centre crop: a centred square whose
-  side is ``S / (S + 32)`` of the image's shorter side.
+- The crop box is drawn exactly as the reference draws it, with
+  ``tf.image.sample_distorted_bounding_box(min_object_covered=0.1,
+  aspect_ratio_range=(3/4, 4/3), area_range=(0.08, 1), max_attempts=10)`` on
+  the whole-image box, re-implemented here on NumPy (:func:`sample_distorted_box`):
+  the aspect ratio is uniform, the crop height uniform over the pixel sizes
+  the area range allows, and a crop must cover 10% of the image. When the
+  sampler gives back the whole image (every attempt failed, or it drew the
+  whole image), the reference falls back to a centre crop: a centred square
+  whose side is the eval crop's fraction (``S / (S + 32)`` by default) of the
+  shorter side.
 - Only what the crop needs is decoded: for a JPEG the crop box is chosen from
   the header alone, then the image is decoded at the smallest DCT scale (1/8
   steps) that still gives the crop at least S pixels each way
   (:mod:`data.decode`). ``dct_scaled_decode=False`` turns this off.
 
-Evaluation (:func:`eval_image`): bicubic resize of the whole image to
-``(S + 32) x (S + 32)`` (aspect ratio not kept), then the centre S x S crop.
+Evaluation (:func:`eval_image`): full decode, bicubic resize of the whole
+image to ``(S + 32) x (S + 32)`` (aspect ratio not kept; the paper's margin,
+or ``round(S / eval_crop_fraction)`` when set), then the centre S x S crop.
 
 Resizing is OpenCV's bicubic interpolation (``cv2.INTER_CUBIC``), which,
 like the reference's ``tf.image.resize(method="bicubic")``, is not
@@ -59,18 +65,27 @@ class TransformConfig:
     aspect_range: Inception crop width / height range.
     attempts: Inception crop draws before the centre-crop fallback.
     flip: random horizontal flip (probability 1/2) in training.
-    dct_scaled_decode: decode JPEGs at a reduced DCT scale when the crop (or
-      the eval resize) allows it.
-    eval_resize_margin: eval resizes to ``S + margin`` then centre-crops S.
+    min_object_covered: a sampled crop must cover at least this fraction of
+      the image (TensorFlow's ``min_object_covered`` on the whole-image box).
+    attempts: Inception crop draws before the centre-crop fallback.
+    flip: random horizontal flip (probability 1/2) in training.
+    dct_scaled_decode: decode training JPEGs at a reduced DCT scale when the
+      crop allows it (evaluation always decodes at full size).
+    eval_crop_fraction: evaluation keeps this fraction of each side: it
+      resizes the whole image to ``round(S / fraction)`` and centre-crops S.
+      None is the paper's ``S / (S + 32)`` (0.875 at 224 px, but only 0.5 at
+      32 px: small-image configs set it, e.g. 1.0 to keep the whole image).
+      The training crop's centre-crop fallback keeps the same fraction.
   """
 
   resolution: int
   area_range: tuple[float, float] = (0.08, 1.0)
   aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
+  min_object_covered: float = 0.1
   attempts: int = 10
   flip: bool = True
   dct_scaled_decode: bool = True
-  eval_resize_margin: int = EVAL_RESIZE_MARGIN
+  eval_crop_fraction: float | None = None
 
   def __post_init__(self):
     if self.resolution <= 0:
@@ -81,39 +96,110 @@ class TransformConfig:
     low, high = self.aspect_range
     if not 0 < low <= high:
       raise ValueError(f"aspect_range must satisfy 0 < low <= high, got {self.aspect_range}.")
+    if self.eval_crop_fraction is not None and not 0 < self.eval_crop_fraction <= 1:
+      raise ValueError(
+          f"eval_crop_fraction must be in (0, 1], got {self.eval_crop_fraction}.")
+
+  def eval_resize_side(self) -> int:
+    """The side the whole image is resized to before the eval centre crop."""
+    if self.eval_crop_fraction is None:
+      return self.resolution + EVAL_RESIZE_MARGIN
+    return max(self.resolution, int(round(self.resolution / self.eval_crop_fraction)))
+
+  def eval_crop_fraction_for(self) -> float:
+    """The fraction of each side the eval crop keeps (resolved default)."""
+    return self.resolution / self.eval_resize_side()
 
 
 # A crop box in pixels of the stored image: (top, left, height, width).
 Box = tuple[int, int, int, int]
 
 
-def center_crop_box(height: int, width: int, resolution: int,
-                    margin: int = EVAL_RESIZE_MARGIN) -> Box:
-  """The reference's fallback: a centred square, ``S / (S + margin)`` of the shorter side."""
-  side = max(1, int(round(resolution / (resolution + margin) * min(height, width))))
+def center_crop_box(height: int, width: int, fraction: float) -> Box:
+  """A centred square whose side is ``fraction`` of the image's shorter side."""
+  side = max(1, int(round(fraction * min(height, width))))
   return (height - side) // 2, (width - side) // 2, side, side
+
+
+def _lrintf(value) -> int:
+  """C's ``lrintf``: float32 rounded half to even, as TensorFlow's kernel rounds."""
+  return int(np.rint(np.float32(value)))
+
+
+def _crop_for_aspect(height: int, width: int, area_range: tuple[float, float],
+                     aspect: np.float32, rng: np.random.Generator) -> Box | None:
+  """One attempt of TensorFlow's ``GenerateRandomCrop``, in float32 like the kernel.
+
+  For the drawn aspect ratio the crop *height* is uniform over the whole
+  pixel sizes whose area lies in ``area_range`` (so area is not uniform: it
+  grows with the square of a uniform side), the width is
+  ``round(height * aspect)``, and the top-left corner is uniform over
+  ``[0, H - h) x [0, W - w)``. Returns None when the constraints cannot hold.
+  """
+  f32 = np.float32
+  min_area = f32(area_range[0]) * f32(width) * f32(height)
+  max_area = f32(area_range[1]) * f32(width) * f32(height)
+  crop_h = _lrintf(np.sqrt(min_area / aspect, dtype=f32))
+  max_h = _lrintf(np.sqrt(max_area / aspect, dtype=f32))
+  if _lrintf(f32(max_h) * aspect) > width:
+    # The largest height whose rounded width still fits.
+    max_h = int((f32(width) + f32(0.5) - f32(1e-7)) / aspect)
+    if _lrintf(f32(max_h) * aspect) > width:
+      max_h -= 1
+  max_h = min(max_h, height)
+  crop_h = min(crop_h, max_h)
+  if crop_h < max_h:
+    crop_h += int(rng.integers(0, max_h - crop_h + 1))
+  crop_w = _lrintf(f32(crop_h) * aspect)
+  area = f32(crop_w * crop_h)
+  if area < min_area:  # rounding made it too small: one pixel taller
+    crop_h += 1
+    crop_w = _lrintf(f32(crop_h) * aspect)
+    area = f32(crop_w * crop_h)
+  if area > max_area:  # or too large: one pixel shorter
+    crop_h -= 1
+    crop_w = _lrintf(f32(crop_h) * aspect)
+    area = f32(crop_w * crop_h)
+  if (area < min_area or area > max_area or crop_w > width or crop_h > height
+      or crop_w <= 0 or crop_h <= 0):
+    return None
+  top = int(rng.integers(0, height - crop_h)) if crop_h < height else 0
+  left = int(rng.integers(0, width - crop_w)) if crop_w < width else 0
+  return top, left, crop_h, crop_w
+
+
+def sample_distorted_box(height: int, width: int, rng: np.random.Generator,
+                         config: TransformConfig) -> Box:
+  """``tf.image.sample_distorted_bounding_box`` on the whole-image box.
+
+  Up to ``config.attempts`` draws: an aspect ratio uniform in
+  ``aspect_range`` (not log-uniform), a crop for it (:func:`_crop_for_aspect`),
+  accepted when it covers at least ``min_object_covered`` of the image.
+  When every attempt fails the whole image is returned, as TensorFlow does.
+  """
+  low, high = np.float32(config.aspect_range[0]), np.float32(config.aspect_range[1])
+  for _ in range(config.attempts):
+    aspect = np.float32(np.float32(rng.random()) * (high - low) + low)
+    box = _crop_for_aspect(height, width, config.area_range, aspect, rng)
+    if box is not None and box[2] * box[3] >= max(1.0, config.min_object_covered * height * width):
+      return box
+  return 0, 0, height, width
 
 
 def sample_inception_crop(height: int, width: int, rng: np.random.Generator,
                           config: TransformConfig) -> tuple[Box, bool]:
-  """Draws an Inception crop box.
+  """The reference's Inception crop: TensorFlow's sampler, centre-crop fallback.
 
   Returns:
-    ``(box, sampled)``: ``sampled`` is False when every attempt failed and
-    ``box`` is the centre-crop fallback.
+    ``(box, sampled)``: ``sampled`` is False when the sampler returned the
+    whole image (every attempt failed, or it drew the whole image) and
+    ``box`` is then the centre crop the reference falls back to (the eval
+    crop's fraction of the shorter side).
   """
-  area = height * width
-  log_low, log_high = math.log(config.aspect_range[0]), math.log(config.aspect_range[1])
-  for _ in range(config.attempts):
-    target_area = area * rng.uniform(*config.area_range)
-    aspect = math.exp(rng.uniform(log_low, log_high))
-    crop_w = int(round(math.sqrt(target_area * aspect)))
-    crop_h = int(round(math.sqrt(target_area / aspect)))
-    if 0 < crop_w <= width and 0 < crop_h <= height:
-      top = int(rng.integers(0, height - crop_h + 1))
-      left = int(rng.integers(0, width - crop_w + 1))
-      return (top, left, crop_h, crop_w), True
-  return center_crop_box(height, width, config.resolution, config.eval_resize_margin), False
+  box = sample_distorted_box(height, width, rng, config)
+  if box[2:] == (height, width):
+    return center_crop_box(height, width, config.eval_crop_fraction_for()), False
+  return box, True
 
 
 def dct_min_size(image_hw: tuple[int, int], needed_hw: tuple[int, int]) -> tuple[int, int]:
@@ -180,13 +266,14 @@ def train_image(data, rng: np.random.Generator, config: TransformConfig) -> np.n
 
 
 def eval_image(data, config: TransformConfig) -> np.ndarray:
-  """Bicubic resize of the whole image to (S + 32)^2, then the centre S x S: uint8."""
+  """Full decode, bicubic resize of the whole image to R x R, centre S x S: uint8.
+
+  ``R = config.eval_resize_side()`` (the paper's S + 32 by default). The
+  image is decoded at full size, as the reference does, whatever
+  ``dct_scaled_decode`` says: evaluation numbers must not depend on it.
+  """
   size = config.resolution
-  resized_side = size + config.eval_resize_margin
-  min_height = min_width = 0
-  if config.dct_scaled_decode:
-    min_height, min_width = dct_min_size(decode.image_size(data), (resized_side, resized_side))
-  pixels = decode.decode_rgb(data, min_height=min_height, min_width=min_width)
-  resized = resize_bicubic(pixels, (resized_side, resized_side))
-  offset = config.eval_resize_margin // 2
+  resized_side = config.eval_resize_side()
+  resized = resize_bicubic(decode.decode_rgb(data), (resized_side, resized_side))
+  offset = (resized_side - size) // 2
   return np.ascontiguousarray(resized[offset:offset + size, offset:offset + size])

@@ -46,6 +46,10 @@ def data_config() -> ml_collections.ConfigDict:
       # None: the source's default (image/class/label for tf.train.Example
       # shards, label for TFDS).
       "label_key": placeholder(str),
+      # Raw shards without dataset_info.json: say whether an image may carry
+      # several labels (None: the source's metadata decides, else single).
+      # The class count is model.num_classes.
+      "multi_label": placeholder(bool),
       "num_workers": 2,   # loader worker processes per host; 0: in-process
       "skip_corrupt": False,
       # Nominal size of the training split, used only where the data is not
@@ -82,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = placeholder(float)
   config.resolution = 224
   config.eval_resolution = placeholder(int)  # None: same as training
+  # Eval keeps this fraction of each side (resize whole image to S / f, centre
+  # crop S). None: the paper's S / (S + 32), which at 32 px keeps only half.
+  config.eval_crop_fraction = placeholder(float)
 
   config.lr = 0.1                    # peak learning rate
   config.lr_batch_scaling = True     # lr * batch_size / 256

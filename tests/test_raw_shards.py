@@ -1,0 +1,76 @@
+"""Raw TFRecord shards from TensorFlow's own writer, with no dataset_info.json, pre-train
+once the config gives the class count (and, for multi-label data, says so)."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import from_config
+from pretrain import main as pretrain_main
+from pretrain.configs import synthetic as pretrain_synthetic
+
+NUM_CLASSES = 5
+
+
+def _example(rng: np.random.Generator, labels: list[int]) -> bytes:
+  coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+  image = tf.image.resize(coarse, (40, 40), method="bicubic")
+  jpeg = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)).numpy()
+  feature = {
+      "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+      "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=labels)),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _write_shards(directory, name: str, count: int, multi_label: bool, seed: int) -> str:
+  rng = np.random.default_rng(seed)
+  os.makedirs(directory, exist_ok=True)
+  for shard in range(2):
+    path = os.path.join(directory, f"{name}-{shard:05d}-of-00002.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+      for _ in range(count // 2):
+        n = int(rng.integers(1, 4)) if multi_label else 1
+        labels = sorted(rng.choice(NUM_CLASSES, size=n, replace=False).tolist())
+        writer.write(_example(rng, labels))
+  assert not os.path.exists(os.path.join(directory, "dataset_info.json"))
+  return f"tfrecord:{directory}/{name}-*"
+
+
+def _config(train, evaluation, **overrides):
+  config = pretrain_synthetic.get_config("steps=3,res=32")
+  config.model.update(width=0.125, depths=(1, 1, 1, 1), group_size=16)
+  config.data.train, config.data.eval = train, evaluation
+  config.update(batch_size=8, log_every_steps=1, eval_every_steps=1000,
+                checkpoint_every_steps=1000, **overrides)
+  return config
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_raw_tfrecord_shards_pretrain_with_config_label_space(tmp_path, multi_label):
+  data_dir = str(tmp_path / "shards")
+  train = _write_shards(data_dir, "train", 24, multi_label, seed=0)
+  evaluation = _write_shards(data_dir, "eval", 10, multi_label, seed=1)
+
+  config = _config(train, evaluation)
+  with pytest.raises(ValueError, match="--config.model.num_classes=N"):
+    from_config.open_train_source(config)
+
+  config.model.num_classes = NUM_CLASSES
+  if multi_label:
+    # Several labels in a record the config calls single-label: a clear error.
+    with pytest.raises(Exception, match="multi_label"):
+      next(from_config.make_train_data(config, 0, 1).iterator)
+    config.data.multi_label = True
+  train_data = from_config.make_train_data(config, 0, 1)
+  assert (train_data.num_classes, train_data.multi_label) == (NUM_CLASSES, multi_label)
+  batch = next(train_data.iterator)
+  if multi_label:
+    assert batch["targets"].shape == (8, NUM_CLASSES) and batch["targets"].sum(1).max() > 1
+  else:
+    assert batch["label"].shape == (8,) and batch["label"].max() < NUM_CLASSES
+
+  metrics = pretrain_main.train(config, str(tmp_path / "workdir"))
+  assert metrics["eval/examples"] == 10
+  assert np.isfinite(metrics["eval/top1"])
