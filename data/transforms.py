@@ -20,7 +20,8 @@ random horizontal flip.
 
 Evaluation (:func:`eval_image`): full decode, bicubic resize of the whole
 image to ``(S + 32) x (S + 32)`` (aspect ratio not kept; the paper's margin,
-or ``round(S / eval_crop_fraction)`` when set), then the centre S x S crop.
+capped below 224 px so that at least 87.5% of each side is kept, or
+``round(S / eval_crop_fraction)`` when set), then the centre S x S crop.
 
 Resizing is OpenCV's bicubic interpolation (``cv2.INTER_CUBIC``), which,
 like the reference's ``tf.image.resize(method="bicubic")``, is not
@@ -53,6 +54,10 @@ from data import decode
 cv2.setNumThreads(1)
 
 EVAL_RESIZE_MARGIN = 32
+# The default eval crop never keeps less than this fraction of each side: the
+# paper's S / (S + 32) is 0.875 at 224 px and more above, but would keep only
+# half of a 32 px image.
+MIN_DEFAULT_EVAL_CROP_FRACTION = 0.875
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +78,10 @@ class TransformConfig:
       crop allows it (evaluation always decodes at full size).
     eval_crop_fraction: evaluation keeps this fraction of each side: it
       resizes the whole image to ``round(S / fraction)`` and centre-crops S.
-      None is the paper's ``S / (S + 32)`` (0.875 at 224 px, but only 0.5 at
-      32 px: small-image configs set it, e.g. 1.0 to keep the whole image).
-      The training crop's centre-crop fallback keeps the same fraction.
+      None is the paper's ``S / (S + 32)`` from 224 px up (0.875 at 224,
+      0.923 at 384) and 0.875 below, where the paper's margin would throw
+      most of the image away (it keeps 0.5 at 32 px). The training crop's
+      centre-crop fallback keeps the same fraction.
   """
 
   resolution: int
@@ -103,7 +109,8 @@ class TransformConfig:
   def eval_resize_side(self) -> int:
     """The side the whole image is resized to before the eval centre crop."""
     if self.eval_crop_fraction is None:
-      return self.resolution + EVAL_RESIZE_MARGIN
+      return min(self.resolution + EVAL_RESIZE_MARGIN,
+                 int(round(self.resolution / MIN_DEFAULT_EVAL_CROP_FRACTION)))
     return max(self.resolution, int(round(self.resolution / self.eval_crop_fraction)))
 
   def eval_crop_fraction_for(self) -> float:
@@ -268,7 +275,7 @@ def train_image(data, rng: np.random.Generator, config: TransformConfig) -> np.n
 def eval_image(data, config: TransformConfig) -> np.ndarray:
   """Full decode, bicubic resize of the whole image to R x R, centre S x S: uint8.
 
-  ``R = config.eval_resize_side()`` (the paper's S + 32 by default). The
+  ``R = config.eval_resize_side()`` (the paper's S + 32 from 224 px up). The
   image is decoded at full size, as the reference does, whatever
   ``dct_scaled_decode`` says: evaluation numbers must not depend on it.
   """

@@ -39,6 +39,15 @@ def model_config(variant: str = "F0") -> ml_collections.ConfigDict:
   })
 
 
+def small_image_model(model: ml_collections.ConfigDict, width: float = 0.25,
+                      depth: int = 1) -> None:
+  """The small-image configs' NFNet: F0's topology at `width`, `depth` blocks
+  per stage, group width 32, float32 (fastest on CPU), no dropout or
+  stochastic depth (too few blocks and steps to need them)."""
+  model.update(variant="F0", width=width, depths=(depth,) * 4, group_size=32,
+               dtype="float32", stochdepth_rate=0.0, drop_rate=0.0)
+
+
 def data_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "train": "",        # source string: arrayrecord:GLOB, tfrecord:GLOB, tfds:NAME/SPLIT, folder:PATH

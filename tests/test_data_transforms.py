@@ -100,8 +100,11 @@ def test_inception_crop_falls_back_to_the_eval_crops_centre_square():
 
 
 def test_eval_crop_fraction_sets_the_resize_side():
-  assert transforms.TransformConfig(224).eval_resize_side() == 256
-  assert transforms.TransformConfig(32).eval_resize_side() == 64  # keeps only half
+  assert transforms.TransformConfig(224).eval_resize_side() == 256  # the paper's S + 32
+  assert transforms.TransformConfig(384).eval_resize_side() == 416
+  # Below 224 px the paper's margin would keep too little (half at 32 px).
+  assert transforms.TransformConfig(32).eval_resize_side() == 37
+  assert transforms.TransformConfig(128).eval_resize_side() == 146
   assert transforms.TransformConfig(32, eval_crop_fraction=1.0).eval_resize_side() == 32
   assert transforms.TransformConfig(32, eval_crop_fraction=0.875).eval_resize_side() == 37
   with pytest.raises(ValueError, match="eval_crop_fraction"):
@@ -156,7 +159,7 @@ def test_flip_is_a_fair_horizontal_mirror():
 
 def test_eval_geometry_resize_then_centre_crop():
   pixels = _photo_like(90, 200, seed=3)
-  config = transforms.TransformConfig(64, dct_scaled_decode=False)
+  config = transforms.TransformConfig(64, dct_scaled_decode=False, eval_crop_fraction=2 / 3)
   out = transforms.eval_image(_png(pixels), config)
   resized = cv2.resize(pixels, (96, 96), interpolation=cv2.INTER_CUBIC)
   np.testing.assert_array_equal(out, resized[16:80, 16:80])
@@ -166,7 +169,7 @@ def test_resize_matches_the_references_tensorflow_bicubic():
   """The reference resizes with tf.image.resize(method="bicubic"), not antialiased."""
   tf = pytest.importorskip("tensorflow")
   pixels = _photo_like(120, 160, seed=4)
-  config = transforms.TransformConfig(48, dct_scaled_decode=False)
+  config = transforms.TransformConfig(48, dct_scaled_decode=False, eval_crop_fraction=0.6)
   ours = transforms.eval_image(_png(pixels), config).astype(float)
   reference = tf.image.resize(pixels, [80, 80], method="bicubic").numpy()
   reference = np.clip(np.round(reference), 0, 255)[16:64, 16:64]

@@ -1,0 +1,58 @@
+r"""Pre-train a small NFNet on small real photos (32-64 px) on a laptop CPU.
+
+    python -m pretrain.main --config pretrain/configs/small.py:classes=6 \
+        --workdir /tmp/small_pretrain \
+        --config.data.train='tfrecord:/data/photos/train-*' \
+        --config.data.eval='tfrecord:/data/photos/eval-*'
+
+What a first user trains: raw TFRecord / ArrayRecord shards (or an image
+folder) of single-label photos around 32 px, `classes` given here when the
+shards carry no dataset_info.json (add `--config.data.multi_label=True` for
+several labels per image; `loss=sigmoid` then fits JFT-style data). Every
+choice below was measured on real photos (Fashion-MNIST's product photos
+upscaled to 32 px, `benchmarks/transfer.py`; see the README's table):
+
+- model: F0's topology at 1/4 width with one block per stage (2.2M
+  parameters at 6 classes): the widest that trains thousands of steps in a
+  few minutes on 2 cores;
+- crops: the reference's Inception sampler, but keeping 35-100% of the
+  image (at 32 px an 8% crop is a 9-pixel patch blown up 3.5x);
+- eval: the whole image resized to S (`eval_crop_fraction=1.0`); the paper's
+  S + 32 margin would keep only the central half of each side at 32 px;
+- optimizer: SGD-Nesterov + AGC 0.01, lr 0.4 at batch 64, 5% warm-up then
+  cosine, weight decay 5e-5, float32 on CPU.
+
+`steps=N` sets the length (4,000 steps: about 8 minutes on 2 cores),
+`res` the resolution, `width` / `depth` the model size.
+"""
+from nfnet import config_base
+
+
+def get_config(arg=None):
+  arg = config_base.parse_arg(arg, classes=0, steps=4000, res=32, width=0.25,
+                              depth=1, batch=64, lr=0.4, crop=0.35,
+                              eval_crop=1.0)
+  config = config_base.base_config()
+  config_base.small_image_model(config.model, arg.width, arg.depth)
+  if arg.classes:
+    config.model.num_classes = arg.classes
+  config.data.num_workers = 0
+  config.augment.crop_area_min = arg.crop
+  # 0: the default (the paper's S / (S + 32), at least 0.875 of each side).
+  config.eval_crop_fraction = arg.eval_crop or None
+  config.loss = "softmax"
+
+  config.resolution = arg.res
+  config.batch_size = arg.batch
+  config.total_steps = arg.steps
+  config.warmup_steps = max(1, arg.steps // 20)
+  config.lr = arg.lr
+  config.lr_batch_scaling = False
+  config.weight_decay = 5e-5
+  config.agc_clipping = 0.01
+
+  config.log_every_steps = 100
+  config.eval_every_steps = max(1, arg.steps // 4)
+  config.checkpoint_every_steps = max(1, arg.steps // 4)
+  config.keep_checkpoints = 1
+  return config
