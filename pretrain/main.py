@@ -39,7 +39,8 @@ def train(config, workdir: str) -> dict[str, float]:
   model = builders.build_model(config, train_data.num_classes)
   schedule, tx = builders.build_optimizer(config, durations)
   use_ema = config.ema_decay > 0  # pre-training: off in the paper
-  run_description = builders.run_description(config, model, durations)
+  run_description = builders.run_description(config, model, durations,
+                                               train_data.label_names)
   builders.log_run_start(writer, model, config, durations, mesh)
 
   # ---------------------------------- Restore: resume > init_from > scratch
