@@ -21,6 +21,9 @@ class TrainData:
   num_examples: int
   num_classes: int
   multi_label: bool
+  # index -> class name when the source names its classes (folder names, TFDS
+  # label names, dataset_info.json); recorded in checkpoints for nfnet.load.
+  label_names: Optional[list] = None
 
 
 def _source_options(config) -> dict[str, Any]:
@@ -78,7 +81,8 @@ def make_train_data(config, process_index: int, process_count: int) -> TrainData
       num_workers=config.data.num_workers,
       batch_transform=augment.make_batch_augment(augment_config(config), num_classes),
       skip_corrupt=config.data.skip_corrupt)
-  return TrainData(iterator, len(source), num_classes, source.multi_label)
+  return TrainData(iterator, len(source), num_classes, source.multi_label,
+                   source.label_names)
 
 
 def make_eval_data(config, process_index: int,

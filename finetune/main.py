@@ -49,7 +49,8 @@ def train(config, workdir: str) -> dict[str, float]:
                     "(a control run).")
   schedule, tx = builders.build_optimizer(config, durations)
   use_ema = config.ema_decay > 0
-  run_description = builders.run_description(config, model, durations)
+  run_description = builders.run_description(config, model, durations,
+                                               train_data.label_names)
   builders.log_run_start(writer, model, config, durations, mesh)
 
   # ---------------------------------- Restore: resume > init_from > scratch

@@ -242,14 +242,19 @@ def params_to_evaluate(state) -> dict[str, Any]:
 
 
 def run_description(config: ml_collections.ConfigDict, model: NFNet,
-                    durations: Durations) -> dict[str, Any]:
-  """What a checkpoint says about itself: the resolved config and model."""
-  return {
+                    durations: Durations,
+                    label_names: list[str] | None = None) -> dict[str, Any]:
+  """What a checkpoint says about itself: the resolved config and model, and
+  the training source's class names when it has them (for `nfnet.load`)."""
+  description = {
       "config": config.to_dict(),
       "model": checkpoints.model_description(model),
       "total_steps": durations.total_steps,
       "warmup_steps": durations.warmup_steps,
   }
+  if label_names is not None and len(label_names) == model.num_classes:
+    description["label_names"] = [str(name) for name in label_names]
+  return description
 
 
 def initial_params(model: NFNet, config: ml_collections.ConfigDict) -> Any:

@@ -141,8 +141,9 @@ def read_checkpoint_config(step_dir: str) -> dict:
     return json.load(f)
 
 
-def load_checkpoint_params(path: str) -> tuple[Any, dict]:
-  """(params as numpy, run config) from our workdir / checkpoint / step dir."""
+def load_checkpoint_params(path: str, ema: bool = False) -> tuple[Any, dict]:
+  """(params as numpy, run config) from our workdir / checkpoint / step dir;
+  `ema=True` returns the EMA weights instead of the raw ones."""
   step_dir = find_checkpoint_step_dir(path)
   # Restored onto this process's first device, whatever topology saved them.
   state_dir = os.path.join(step_dir, STATE)
@@ -154,7 +155,11 @@ def load_checkpoint_params(path: str) -> tuple[Any, dict]:
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree,
         is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
     restored = checkpointer.restore(state_dir, target)
-  params = jax.tree_util.tree_map(np.asarray, restored["params"])
+  key = "ema_params" if ema else "params"
+  if not restored.get(key):
+    raise ValueError(f"The checkpoint {step_dir} holds no EMA weights (its run "
+                     "had ema_decay=0); load the raw weights instead.")
+  params = jax.tree_util.tree_map(np.asarray, restored[key])
   return params, read_checkpoint_config(step_dir)
 
 
@@ -192,17 +197,10 @@ def check_same_architecture(source_model, model, what: str = "init_from") -> Non
 def load_pretrained(path: str) -> tuple[Any, Any]:
   """(params as numpy, the NFNet they belong to) from any weights we accept:
   our workdir / checkpoint dir, a `python -m nfnet.convert` output, a DeepMind
-  `*_haiku.npz` pickle, or a timm `.safetensors` / `.pth` state dict."""
+  `*_haiku.npz` pickle, or a timm `.safetensors` / `.pth` state dict
+  (`nfnet.loading.load`)."""
+  from nfnet import loading  # pylint: disable=import-outside-toplevel
   if not os.path.exists(path):
     raise FileNotFoundError(f"init_from={path!r} does not exist.")
-  if os.path.isfile(path):
-    if path.endswith((".safetensors", ".pth", ".pt", ".bin")):
-      model, params = convert.load_timm(path)
-    else:
-      model, params = convert.load_deepmind(path)
-    return params, model
-  if os.path.isfile(os.path.join(path, convert.MODEL_DESCRIPTION_FILE)):
-    model, params = convert.load_converted(path)
-    return params, model
-  params, run = load_checkpoint_params(path)
-  return params, convert.model_from_description(run["model"])
+  model, params, _ = loading.load(path)
+  return params, model

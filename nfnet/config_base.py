@@ -78,11 +78,32 @@ def augment_config() -> ml_collections.ConfigDict:
   })
 
 
+def fewshot_config() -> ml_collections.ConfigDict:
+  """Few-shot linear probes of the features during pre-training (nfnet/fewshot.py).
+
+  `datasets` maps a name to {"train": SOURCE, "test": SOURCE} (single-label
+  sources, e.g. dict(train="folder:/data/flowers/train",
+  test="folder:/data/flowers/val")); empty: no probes.
+  """
+  return ml_collections.ConfigDict({
+      "datasets": {},
+      "shots": (1, 5, 10),
+      # Extra train-split examples per class that choose the ridge strength.
+      "heldout_per_class": 5,
+      "l2_regs": tuple(2.0 ** i for i in range(-10, 20)),
+      # Train-split records whose labels are read (once) to draw the shots.
+      "scan_examples": 50_000,
+      "batch_size": placeholder(int),  # None: the run's batch_size
+      "resolution": placeholder(int),  # None: eval_resolution, else resolution
+  })
+
+
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = model_config()
   config.data = data_config()
   config.augment = augment_config()
+  config.fewshot = fewshot_config()
   config.loss = "softmax"            # or "sigmoid" for multi-label corpora
 
   config.batch_size = 4096           # global, over all hosts and devices
@@ -114,6 +135,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.log_every_steps = 50
   config.eval_every_steps = 1000
+  config.fewshot_every_steps = placeholder(int)  # None: eval_every_steps
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.keep_every_steps = placeholder(int)

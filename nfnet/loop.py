@@ -11,7 +11,7 @@ and fine-tuning lives in the config and in each program's setup.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 from absl import logging
@@ -23,14 +23,21 @@ from nfnet import builders, checkpoints, parallel, reporting
 def train_loop(*, config, state, train_step: Callable, data_iterator,
                evaluate: Callable[[Any], dict] | None, mesh: Mesh, manager,
                writer, total_steps: int, run_description: dict,
-               workdir: str) -> dict[str, float]:
-  """Trains from `state.step` to `total_steps`; returns the last eval metrics."""
+               workdir: str,
+               periodic_evals: Sequence[tuple[int, Callable[[Any], dict]]] = (),
+               ) -> dict[str, float]:
+  """Trains from `state.step` to `total_steps`; returns the last eval metrics.
+
+  `periodic_evals` are further (every_steps, fn(state) -> metrics) pairs
+  (e.g. the few-shot probes), run on their own cadence and at the end; their
+  latest values are logged, returned and kept in results.json too.
+  """
   start_step = int(state.step)
   log = reporting.TrainLogger(writer, total_steps, config.batch_size,
                               config.log_every_steps)
   guard = builders.PreemptionGuard()
   logging.info("Training from step %d to %d.", start_step, total_steps)
-  eval_metrics, step = {}, start_step
+  eval_metrics, periodic_metrics, step = {}, {}, start_step
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       host_batch = next(data_iterator)
@@ -45,6 +52,10 @@ def train_loop(*, config, state, train_step: Callable, data_iterator,
     if evaluate and (step % config.eval_every_steps == 0 or last):
       eval_metrics = evaluate(state)
       writer.write_scalars(step, eval_metrics)
+    for every_steps, periodic_eval in periodic_evals:
+      if step % every_steps == 0 or last:
+        periodic_metrics.update(periodic_eval(state))
+        writer.write_scalars(step, periodic_metrics)
     checkpoints.save(manager, step, state, data_iterator, run_description,
                      force=last or stop)
     if stop:
@@ -52,6 +63,7 @@ def train_loop(*, config, state, train_step: Callable, data_iterator,
       break
   manager.wait_until_finished()
   writer.flush()
+  eval_metrics = {**eval_metrics, **periodic_metrics}
   if step == total_steps:
     builders.write_results(workdir, step, eval_metrics)
   return eval_metrics

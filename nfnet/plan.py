@@ -12,7 +12,8 @@ are separated by `--next`. For every stage one JSON object is printed: the
 config's run length resolved to steps (epochs through the config's nominal
 `data.train_examples`, as `nfnet.builders.resolve_durations` does in the real
 run), the peak learning rate (`nfnet.builders.peak_learning_rate`), the
-regularisers, `init_from` and the exact program command. Nothing is read but
+regularisers, the augmentation (MixUp/CutMix, RandAugment layers and
+magnitude, label smoothing), `init_from` and the exact program command. Nothing is read but
 the config files: no data, no weights, no arrays, and JAX is kept on the CPU
 so no accelerator is touched.
 
@@ -142,6 +143,16 @@ def dropout_rate(config: ml_collections.ConfigDict) -> float:
   return variants.get_variant(config.model.variant).drop_rate
 
 
+def randaugment_magnitude(config: ml_collections.ConfigDict) -> int | None:
+  """The magnitude RandAugment runs at (the variant's when the config leaves
+  it unset, as the input pipeline does); None when RandAugment is off."""
+  if not config.augment.randaugment_layers:
+    return None
+  if config.augment.randaugment_magnitude is not None:
+    return config.augment.randaugment_magnitude
+  return variants.get_variant(config.model.variant).randaugment_magnitude
+
+
 def resolve(stage: Stage) -> dict[str, Any]:
   """The stage's run as the program will run it (without opening the data)."""
   config = stage.config
@@ -178,6 +189,10 @@ def resolve(stage: Stage) -> dict[str, Any]:
       "dropout": dropout_rate(config),
       "stochdepth_rate": config.model.stochdepth_rate,
       "loss": config.loss,
+      "mixup_cutmix": config.augment.mixup_cutmix,
+      "randaugment_layers": config.augment.randaugment_layers,
+      "randaugment_magnitude": randaugment_magnitude(config),
+      "label_smoothing": config.augment.label_smoothing,
       "init_from": config.init_from,
       "train": config.data.train,
       "eval": config.data.eval,

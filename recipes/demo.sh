@@ -5,7 +5,8 @@
 #
 # 1. writes the synthetic corpus (data/synthetic.py): 20k multi-label
 #    pre-training images of 1000 classes, and a small 16-class downstream set;
-# 2. pre-trains a tiny NFNet on it     (pretrain/configs/synthetic.py);
+# 2. pre-trains a tiny NFNet on it     (pretrain/configs/synthetic.py),
+#    with few-shot probes of the downstream set (fewshot/downstream_*shot);
 # 3. fine-tunes it on the downstream set with SAM + EMA
 #                                      (finetune/configs/synthetic.py);
 # 4. trains the same model on the downstream set from scratch, same recipe;
@@ -18,7 +19,7 @@ OUT=./demo_out
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -24,7 +24,7 @@ _WORKER = textwrap.dedent("""
     parallel.maybe_initialize_distributed()
     from pretrain import main as pretrain_main
     from pretrain.configs import synthetic
-    config = synthetic.get_config(f"data_dir={sys.argv[1]},steps=4,res=32")
+    config = synthetic.get_config(f"data_dir={sys.argv[1]},steps=4,res=32,fewshot=False")
     config.model.update(width=0.125, depths=(1, 1, 1, 1), group_size=16)
     config.update(batch_size=8, checkpoint_every_steps=2, log_every_steps=2,
                   eval_every_steps=4)

@@ -27,7 +27,8 @@ def corpus(tmp_path_factory):
 
 
 def _pretrain_config(corpus, steps=6, **overrides):
-  config = pretrain_synthetic.get_config(f"data_dir={corpus},steps={steps},res=32")
+  config = pretrain_synthetic.get_config(
+      f"data_dir={corpus},steps={steps},res=32,fewshot=False")
   config.model.update(**TINY_MODEL)
   config.update(batch_size=16, checkpoint_every_steps=3, keep_checkpoints=5,
                 log_every_steps=3, eval_every_steps=1000, **overrides)

@@ -184,6 +184,50 @@ def test_imagenet21k_dry_run_and_its_options(tmp_path):
   assert plans["pretrain"]["total_steps"] == steps(30, IMAGENET21K_IMAGES, 4096)
 
 
+IMAGENET_IMAGES = 1_281_167
+
+# REFERENCE section 1: (train px, test px, dropout, RandAugment magnitude).
+FROM_SCRATCH = {"F0": (192, 256, 0.2, 5), "F6": (448, 576, 0.5, 15)}
+
+
+@pytest.mark.parametrize("variant", sorted(FROM_SCRATCH))
+def test_imagenet_from_scratch_dry_run_is_the_papers_recipe(tmp_path, variant):
+  train_px, test_px, dropout, magnitude = FROM_SCRATCH[variant]
+  plans = dry_run("imagenet_from_scratch.sh", "--variant", variant,
+                  "--workdir", tmp_path)
+  assert list(plans) == ["train"]
+  plan = plans["train"]
+  assert plan["program"] == "pretrain" and plan["variant"] == variant
+  assert plan["batch_size"] == 4096
+  assert plan["train_examples"] == IMAGENET_IMAGES
+  assert plan["epochs"] == pytest.approx(360.0, abs=1e-3)
+  assert plan["total_steps"] == steps(360, IMAGENET_IMAGES, 4096) == 112_602
+  assert plan["warmup_steps"] == steps(5, IMAGENET_IMAGES, 4096)
+  assert plan["learning_rate"] == pytest.approx(1.6)  # 0.1 x 4096 / 256
+  assert plan["momentum"] == pytest.approx(0.9)
+  assert plan["weight_decay"] == pytest.approx(2e-5)
+  assert plan["agc_clipping"] == pytest.approx(0.01)
+  assert plan["ema_decay"] == pytest.approx(0.99999)
+  assert plan["stochdepth_rate"] == pytest.approx(0.25)
+  assert plan["dropout"] == pytest.approx(dropout)
+  assert (plan["resolution"], plan["eval_resolution"]) == (train_px, test_px)
+  assert plan["mixup_cutmix"] is True
+  assert (plan["randaugment_layers"], plan["randaugment_magnitude"]) == (4, magnitude)
+  assert plan["label_smoothing"] == pytest.approx(0.1)
+  assert plan["loss"] == "softmax" and plan["sam_rho"] == 0
+  assert plan["train"] == "tfds:imagenet2012/train"
+  assert plan["eval"] == "tfds:imagenet2012/validation"
+  assert plan["workdir"] == str(tmp_path / "train")
+
+
+def test_imagenet_from_scratch_refuses_unknown_variants_and_missing_data(tmp_path):
+  result = run_recipe("imagenet_from_scratch.sh", "--dry-run", "--variant", "F9")
+  assert result.returncode == 2 and "F0..F6" in result.stderr
+  result = run_recipe("imagenet_from_scratch.sh", "--workdir", tmp_path / "w")
+  assert result.returncode == 2 and "--imagenet" in result.stderr
+  assert not (tmp_path / "w").exists()
+
+
 def test_deepmind_finetune_dry_run(tmp_path):
   weights = tmp_path / "F3_haiku.npz"  # a dry run does not read it
   plans = dry_run("deepmind_finetune.sh", "--weights", weights,
@@ -219,7 +263,8 @@ def test_deepmind_finetune_dry_run(tmp_path):
 
 @pytest.mark.parametrize("recipe", ["jft_f4plus.sh", "nf_resnet50.sh",
                                     "imagenet21k_to_imagenet.sh",
-                                    "deepmind_finetune.sh"])
+                                    "deepmind_finetune.sh",
+                                    "imagenet_from_scratch.sh"])
 def test_help_documents_inputs_and_multi_host(recipe):
   result = run_recipe(recipe, "--help")
   assert result.returncode == 0

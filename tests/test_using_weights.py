@@ -1,0 +1,215 @@
+"""Using trained weights: nfnet.load, finetune.evaluate and finetune.predict,
+on real JPEG class folders written here and a 4-step fine-tune of a tiny NFNet."""
+import json
+import os
+
+import dill
+import jax
+import numpy as np
+import pytest
+import simplejpeg
+from flax import traverse_util
+
+import nfnet
+from data import synthetic
+from finetune import evaluate as evaluate_cli
+from finetune import main as finetune_main
+from finetune import predict as predict_cli
+from finetune.configs import dataset as dataset_config
+from nfnet import convert
+from nfnet.info import abstract_params
+
+TINY_MODEL = dict(variant="F0", width=0.125, depths=(1, 1, 1, 1), group_size=16)
+CLASSES = ("disc_solid", "disc_stripes", "square_solid", "square_stripes")
+
+
+def _write_folder(root, per_class, seed):
+  """root/<class>/<i>.jpg: the downstream corpus's drawings as real JPEGs."""
+  config = synthetic.downstream_config(image_size=40)
+  # Classes 0, 1, 4, 5 of the downstream set: disc/square x solid/hstripes.
+  class_ids = (0, 1, 4, 5)
+  for name, class_id in zip(CLASSES, class_ids):
+    os.makedirs(root / name)
+    for i in range(per_class):
+      rng = np.random.default_rng([seed, class_id, i])
+      image, _ = synthetic.draw_example(rng, config, first_class=class_id)
+      (root / name / f"{i:03d}.jpg").write_bytes(
+          simplejpeg.encode_jpeg(image, quality=90, colorspace="RGB"))
+  return root
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+  root = tmp_path_factory.mktemp("flowers")
+  return (_write_folder(root / "train", 8, seed=0),
+          _write_folder(root / "val", 3, seed=1))
+
+
+@pytest.fixture(scope="module")
+def finetuned(folders, tmp_path_factory):
+  """A finished 4-step fine-tune (from scratch) on the JPEG folders."""
+  train, val = folders
+  config = dataset_config.get_config("res=32,steps=4,batch=8")
+  config.model.update(**TINY_MODEL, dtype="float32")
+  config.data.update(train=f"folder:{train}", eval=f"folder:{val}", num_workers=0)
+  # SAM off: the step compiles twice as fast and nothing here depends on it.
+  config.update(log_every_steps=2, eval_every_steps=1000, checkpoint_every_steps=4,
+                sam_rho=0.0)
+  workdir = str(tmp_path_factory.mktemp("ft"))
+  metrics = finetune_main.train(config, workdir)
+  return workdir, metrics
+
+
+def test_load_returns_model_params_and_the_folder_class_names(finetuned):
+  workdir, _ = finetuned
+  model, params, info = nfnet.load(workdir)
+  assert info["kind"] == "checkpoint" and info["step"] == 4
+  assert info["label_names"] == list(CLASSES)
+  assert info["resolution"] == info["eval_resolution"] == 32
+  assert model.num_classes == 4 and params["classifier"]["kernel"].shape[-1] == 4
+  _, ema_params, ema_info = nfnet.load(workdir, ema=True)
+  assert ema_info["ema"]
+  # After 4 steps the EMA (decay warm-up (1+t)/(10+t)) differs from the raw weights.
+  assert not np.allclose(ema_params["classifier"]["kernel"],
+                         params["classifier"]["kernel"])
+  images = nfnet.normalize_images(np.zeros((2, 32, 32, 3), np.uint8))
+  logits, features = model.apply({"params": params}, images, return_features=True)
+  assert logits.shape == (2, 4) and features.shape == (2, 2 * int(1536 * 0.125))
+
+
+def test_evaluate_at_two_resolutions_counts_every_example_once(finetuned, folders,
+                                                              capsys):
+  workdir, metrics = finetuned
+  _, val = folders
+  assert evaluate_cli.main(["--weights", workdir, "--data", f"folder:{val}",
+                            "--resolution", "32,48", "--json",
+                            "--batch-size", "8"]) == 0
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [r["resolution"] for r in lines] == [32, 48]
+  assert all(r["examples"] == 12 for r in lines)  # 4 classes x 3, batch 8 padded
+  # At the training resolution the command reproduces the run's own final eval.
+  assert lines[0]["top1"] == pytest.approx(metrics["eval/top1"])
+  assert lines[0]["top4"] == 1.0  # 4 classes: top-k is capped at top-4, always right
+
+  # And top-1 is what the model really computes on those images.
+  model, params, _ = nfnet.load(workdir)
+  predictions, _ = predict_cli.predict(workdir, [str(val)], resolution=48, top_k=1)
+  correct = [p.top_k[0]["name"] == os.path.basename(os.path.dirname(p.path))
+             for p in predictions]
+  assert lines[1]["top1"] == pytest.approx(np.mean(correct))
+
+
+def test_evaluate_refuses_a_set_with_other_classes(finetuned, tmp_path, capsys):
+  workdir, _ = finetuned
+  os.makedirs(tmp_path / "only" / "a")
+  (tmp_path / "only" / "a" / "x.jpg").write_bytes(
+      simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorspace="RGB"))
+  assert evaluate_cli.main(["--weights", workdir, "--data",
+                            f"folder:{tmp_path / 'only'}", "--batch-size", "8"]) == 1
+  assert "has 1 classes but the weights' head has 4" in capsys.readouterr().err
+
+
+def test_predict_folder_names_and_features(finetuned, folders, tmp_path, capsys):
+  workdir, _ = finetuned
+  _, val = folders
+  broken = tmp_path / "broken.jpg"
+  broken.write_bytes(b"not a jpeg at all")
+  features_file = tmp_path / "feats.npy"
+  code = predict_cli.main(["--weights", workdir, "--top-k", "2", "--json",
+                           "--batch-size", "5", "--features", str(features_file),
+                           str(val), str(broken)])
+  captured = capsys.readouterr()
+  assert code == 1  # one file skipped
+  assert f"cannot read {broken}" in captured.err
+  lines = [json.loads(line) for line in captured.out.splitlines()]
+  assert len(lines) == 12
+  assert lines[0]["path"] == str(val / CLASSES[0] / "000.jpg")
+  for line in lines:
+    top = line["top_k"]
+    assert len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
+    assert top[0]["name"] == CLASSES[top[0]["index"]]
+
+  features = np.load(features_file)
+  paths = (tmp_path / "feats.paths.txt").read_text().splitlines()
+  assert paths == [line["path"] for line in lines]
+  assert features.shape == (12, 2 * int(1536 * 0.125)) and features.dtype == np.float32
+  # Row i is the pooled pre-logit feature of image i: the head applied to it
+  # gives that image's probabilities.
+  model, params, _ = nfnet.load(workdir)
+  logits = features @ params["classifier"]["kernel"] + params["classifier"]["bias"]
+  probabilities = np.asarray(jax.nn.softmax(logits))
+  for row, line in enumerate(lines):
+    best = line["top_k"][0]
+    assert probabilities[row, best["index"]] == pytest.approx(best["probability"],
+                                                              rel=1e-4, abs=1e-6)
+
+
+def _deepmind_file(path, num_classes=1000):
+  """A DeepMind-format pickle of a tiny F0 with random weights."""
+  model = nfnet.NFNet(**TINY_MODEL, num_classes=num_classes)
+  rng = np.random.default_rng(0)
+  haiku = {}
+  for key, shape in traverse_util.flatten_dict(
+      abstract_params(model, resolution=32), sep="/").items():
+    module, leaf = convert.haiku_name(key).split(":")
+    haiku.setdefault(module, {})[leaf] = rng.normal(0, 0.2, shape.shape).astype(np.float32)
+  with open(path, "wb") as f:
+    dill.dump(haiku, f)
+  return path
+
+
+def test_predict_with_deepmind_weights_prints_names_only_when_given(
+    tmp_path, folders, capsys):
+  weights = _deepmind_file(tmp_path / "F0_haiku.npz")
+  image = folders[1] / CLASSES[2] / "001.jpg"
+  assert predict_cli.main(["--weights", str(weights), "--resolution", "32",
+                           "--top-k", "3", str(image)]) == 0
+  fields = capsys.readouterr().out.strip().split("\t")
+  assert fields[0] == str(image) and len(fields) == 4
+  indices = []
+  for entry in fields[1:]:
+    index, name, probability = entry.split(":")
+    assert name == "" and 0 < float(probability) < 1
+    indices.append(int(index))
+
+  names = tmp_path / "imagenet_names.txt"
+  names.write_text("".join(f"class number {i}\n" for i in range(1000)))
+  assert predict_cli.main(["--weights", str(weights), "--resolution", "32",
+                           "--top-k", "3", "--labels", str(names), str(image)]) == 0
+  entries = capsys.readouterr().out.strip().split("\t")[1:]
+  assert [e.split(":")[1] for e in entries] == [f"class number {i}" for i in indices]
+
+  short = tmp_path / "short.txt"
+  short.write_text("a\nb\n")
+  assert predict_cli.main(["--weights", str(weights), "--resolution", "32",
+                           "--labels", str(short), str(image)]) == 1
+  assert "2 class names but the model's head has 1000" in capsys.readouterr().err
+
+
+def test_load_reads_every_kind_init_from_accepts(tmp_path):
+  weights = _deepmind_file(tmp_path / "F0_haiku.npz", num_classes=10)
+  model, params, info = nfnet.load(weights)
+  assert info["kind"] == "deepmind" and info["label_names"] is None
+  assert model.num_classes == 10
+  converted = tmp_path / "converted"
+  convert.save_converted(converted, model, params)
+  model2, params2, info2 = nfnet.load(converted)
+  assert info2["kind"] == "converted"
+  flat, flat2 = (traverse_util.flatten_dict(p, sep="/") for p in (params, params2))
+  assert flat.keys() == flat2.keys()
+  for key in flat:
+    np.testing.assert_array_equal(flat[key], flat2[key], err_msg=key)
+  with pytest.raises(ValueError, match="only our checkpoints hold EMA"):
+    nfnet.load(weights, ema=True)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    nfnet.load(tmp_path / "nothing")
+
+
+def test_released_full_size_variant_reports_its_test_resolution(tmp_path):
+  # Only the shapes matter for the info: a full-size F1 file is too big to
+  # write here, so check the helper on the model the loader would build.
+  from nfnet import loading
+  info = loading._imported_info("deepmind", "F1_haiku.npz", nfnet.NFNet(variant="F1"))
+  assert (info["resolution"], info["eval_resolution"]) == (224, 320)
+  tiny = loading._imported_info("deepmind", "x", nfnet.NFNet(**TINY_MODEL))
+  assert tiny["eval_resolution"] is None
