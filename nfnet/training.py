@@ -92,6 +92,24 @@ def topk_correct(logits: jax.Array, targets: jax.Array, k: int) -> jax.Array:
   return jnp.any(hits, axis=-1).astype(jnp.float32)
 
 
+# Batch key (added inside the step) carrying each example's virtual replica id.
+REPLICA_ID = "_replica_id"
+
+
+def _leading_size(batch) -> int:
+  return next(iter(batch.values())).shape[0]
+
+
+def virtual_replica_ids(batch_size: int, micro_batches: int, device_index) -> jax.Array:
+  """int32 [B]: `device_index * micro_batches + j` for the rows of micro-batch j.
+
+  Micro-batches (for SAM: virtual replicas) are consecutive slices, so the id
+  travels with the rows through any split of the batch.
+  """
+  micro = jnp.arange(batch_size, dtype=jnp.int32) // (batch_size // micro_batches)
+  return (device_index * micro_batches + micro).astype(jnp.int32)
+
+
 def _accumulated_value_and_grad(loss_fn, params, batch, micro_batches: int):
   """Mean loss/aux and gradient over `micro_batches` sequential slices."""
   if micro_batches == 1:
@@ -129,10 +147,15 @@ def make_train_step(model: NFNet, tx: optax.GradientTransformation, mesh: Mesh,
   base_rng = jax.random.PRNGKey(seed)
 
   def per_device(params, batch, step):
-    rng = jax.random.fold_in(jax.random.fold_in(base_rng, step),
-                             jax.lax.axis_index(DATA_AXIS))
+    step_rng = jax.random.fold_in(base_rng, step)
+    batch = dict(batch, **{REPLICA_ID: virtual_replica_ids(
+        _leading_size(batch), micro_batches, jax.lax.axis_index(DATA_AXIS))})
 
     def loss_fn(p, b):
+      # Each (device, micro-batch) pair draws its own dropout and stochastic-
+      # depth masks, keyed by its virtual replica id d * k + j: k micro-batches
+      # on one device then draw exactly what k devices would.
+      rng = jax.random.fold_in(step_rng, b[REPLICA_ID][0])
       logits = model.apply({"params": p}, normalize_images(b["image"], model.dtype),
                            is_training=True, rngs={"dropout": rng})
       targets = batch_targets(b, num_classes)
