@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
 
   from finetune import main as finetune_main  # pylint: disable=import-outside-toplevel
   from finetune.configs import small as finetune_small  # pylint: disable=import-outside-toplevel
-  from nfnet import reporting  # pylint: disable=import-outside-toplevel
+  from nfnet.train import metrics as reporting  # pylint: disable=import-outside-toplevel
   from pretrain import main as pretrain_main  # pylint: disable=import-outside-toplevel
   from pretrain.configs import small as pretrain_small  # pylint: disable=import-outside-toplevel
   reporting.quiet_library_logs()

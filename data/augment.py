@@ -43,6 +43,7 @@ import numpy as np
 
 from data import mixing
 from data.randaugment import RandAugment, randaugment_for_variant
+from data.errors import DataError
 
 PAPER_LABEL_SMOOTHING = 0.1
 
@@ -95,13 +96,13 @@ class BatchAugment:
   def __post_init__(self):
     layers, magnitude = self.config.randaugment_layers, self.config.randaugment_magnitude
     if layers < 0:
-      raise ValueError(f"randaugment_layers must be >= 0, got {layers}.")
+      raise DataError(f"randaugment_layers must be >= 0, got {layers}.")
     if layers and magnitude <= 0:
-      raise ValueError(
+      raise DataError(
           "RandAugment is on but randaugment_magnitude is not positive; set it, e.g. "
           "from data.randaugment.randaugment_for_variant(variant).")
     if not 0.0 <= self.config.label_smoothing < 1.0:
-      raise ValueError(
+      raise DataError(
           f"label_smoothing must be in [0, 1), got {self.config.label_smoothing}.")
 
   @property
@@ -113,13 +114,13 @@ class BatchAugment:
     if "targets" in batch:
       targets = np.asarray(batch["targets"], np.float32)
       if targets.shape[-1] != self.num_classes:
-        raise ValueError(
+        raise DataError(
             f"Batch targets have {targets.shape[-1]} classes but the augmentation was "
             f"built for num_classes={self.num_classes}.")
       return targets
     if "label" in batch:
       return mixing.one_hot(batch["label"], self.num_classes)
-    raise ValueError(
+    raise DataError(
         f"A training batch needs 'label' or 'targets'; got keys {sorted(batch)}.")
 
   def __call__(self, batch: dict[str, np.ndarray],

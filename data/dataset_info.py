@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Optional, Sequence
+from data.errors import DataError
 
 INFO_FILENAME = "dataset_info.json"
 
@@ -35,7 +36,7 @@ def info_path(directory: str) -> str:
 def write_info(directory: str, info: dict[str, Any]) -> str:
   """Writes ``info`` as ``directory/dataset_info.json`` (atomically); returns the path."""
   if "num_classes" not in info:
-    raise ValueError("dataset info needs num_classes.")
+    raise DataError("dataset info needs num_classes.")
   path = info_path(directory)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -53,7 +54,7 @@ def read_info(directory: str) -> Optional[dict[str, Any]]:
     with open(path) as f:
       return json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); fix or delete it.") from None
+    raise DataError(f"{path} is not valid JSON ({e}); fix or delete it.") from None
 
 
 def read_info_for_files(paths: Sequence[str]) -> Optional[dict[str, Any]]:
@@ -67,7 +68,7 @@ def read_info_for_files(paths: Sequence[str]) -> Optional[dict[str, Any]]:
   for directory, info in found[1:]:
     for key in ("num_classes", "multi_label", "label_key"):
       if info.get(key) != first.get(key):
-        raise ValueError(
+        raise DataError(
             f"{info_path(first_dir)} and {info_path(directory)} disagree on {key!r}; "
             "shards of one source must share one label space.")
   return first

@@ -19,11 +19,12 @@ import io
 import numpy as np
 import simplejpeg
 from PIL import Image
+from data.errors import DataError
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(DataError):
   """The image bytes cannot be decoded."""
 
 

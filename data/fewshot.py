@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from data import loader, sources
+from data.errors import DataError
 
 
 class SubsetSource(sources.Source):
@@ -58,7 +59,7 @@ class FewShotData:
 def read_labels(source: sources.Source, limit: int, skip_corrupt: bool) -> np.ndarray:
   """The single label of each of the first ``limit`` records (-1: skipped corrupt)."""
   if source.multi_label:
-    raise ValueError(f"{source.spec} is multi-label; few-shot probes need one label "
+    raise DataError(f"{source.spec} is multi-label; few-shot probes need one label "
                      "per image.")
   count = min(len(source), limit) if limit else len(source)
   labels = np.full(count, -1, np.int64)
@@ -88,7 +89,7 @@ def choose_pool(labels: np.ndarray, num_classes: int, per_class: int,
   for c in range(num_classes):
     rows = np.flatnonzero(labels == c)
     if len(rows) < per_class:
-      raise ValueError(
+      raise DataError(
           f"class {c} has {len(rows)} examples among the records scanned, the "
           f"few-shot probes need {per_class} (the largest shot count + "
           "heldout_per_class); lower config.fewshot.shots or raise "
@@ -111,15 +112,15 @@ def make_fewshot_sets(config, process_index: int, process_count: int) -> list[Fe
   sets = []
   for name, entry in sorted(fewshot.datasets.items()):
     if not entry.get("train") or not entry.get("test"):
-      raise ValueError(f"config.fewshot.datasets.{name} needs both 'train' and "
+      raise DataError(f"config.fewshot.datasets.{name} needs both 'train' and "
                        "'test' source strings.")
     train, test = _open(entry["train"], entry), _open(entry["test"], entry)
     for source in (train, test):
       if not source.num_classes:
-        raise ValueError(f"{source.spec}: the number of classes is unknown; write a "
+        raise DataError(f"{source.spec}: the number of classes is unknown; write a "
                          "dataset_info.json beside the shards.")
     if train.num_classes != test.num_classes:
-      raise ValueError(f"config.fewshot.datasets.{name}: train has {train.num_classes} "
+      raise DataError(f"config.fewshot.datasets.{name}: train has {train.num_classes} "
                        f"classes, test {test.num_classes}; they must share one label space.")
     print(f"Few-shot {name}: reading the labels of {entry['train']} ...",
           file=sys.stderr, flush=True)

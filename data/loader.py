@@ -80,6 +80,7 @@ import numpy as np
 from data import decode
 from data import sources as sources_lib
 from data import transforms
+from data.errors import DataError
 
 IMAGE = "image"
 LABEL = "label"
@@ -133,13 +134,13 @@ def _open(source: SourceLike, source_options: Optional[dict]) -> sources_lib.Sou
   if isinstance(source, str):
     return sources_lib.open_source(source, **(source_options or {}))
   if source_options:
-    raise ValueError("source_options only apply when the source is given as a spec string.")
+    raise DataError("source_options only apply when the source is given as a spec string.")
   return source
 
 
 def _check_label_space(source: sources_lib.Source) -> int:
   if not source.num_classes:
-    raise ValueError(
+    raise DataError(
         f"The number of classes of {source.spec} is unknown: pass num_classes=... in the "
         f"source options, or write dataset_info.json with `python -m data.inspect "
         f"'{source.spec}' --write-info`.")
@@ -148,7 +149,7 @@ def _check_label_space(source: sources_lib.Source) -> int:
 
 def host_batch_size(global_batch_size: int, process_count: int) -> int:
   if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(
+    raise DataError(
         f"global_batch_size {global_batch_size} must be a positive multiple of the "
         f"process count {process_count}.")
   return global_batch_size // process_count
@@ -274,7 +275,7 @@ class _ApplyBatchTransform:
     num_corrupt = batch.pop(_NUM_CORRUPT)
     out = dict(self.transform(batch, rng))
     if len(out[IMAGE]) != self.output_batch_size:
-      raise ValueError(
+      raise DataError(
           f"batch_transform returned {len(out[IMAGE])} images; expected "
           f"{self.output_batch_size} (input {len(batch[IMAGE])} / input_multiplier).")
     out[_NUM_CORRUPT] = num_corrupt
@@ -348,7 +349,7 @@ def train_dataset(source: sources_lib.Source, *, host_batch: int, config: transf
   reader = _ExampleReader(source, config, _check_label_space(source), skip_corrupt)
   multiplier = int(getattr(batch_transform, "input_multiplier", 1))
   if multiplier < 1:
-    raise ValueError(f"batch_transform.input_multiplier must be >= 1, got {multiplier}.")
+    raise DataError(f"batch_transform.input_multiplier must be >= 1, got {multiplier}.")
   dataset = (grain.MapDataset.range(len(source))
              .shuffle(seed=derive_seed(seed, _SHUFFLE_STREAM))
              .repeat(num_epochs)

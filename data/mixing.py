@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from data.errors import DataError
 
 MIXUP_ALPHA = 0.2
 
@@ -32,7 +33,7 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
   """int labels ``[N]`` -> float32 ``[N, num_classes]``."""
   labels = np.asarray(labels)
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(
+    raise DataError(
         f"Label out of range [0, {num_classes}): got min {labels.min()}, "
         f"max {labels.max()}. Check num_classes against the dataset.")
   out = np.zeros((labels.shape[0], num_classes), np.float32)
@@ -43,7 +44,7 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def smooth_labels(targets: np.ndarray, smoothing: float) -> np.ndarray:
   """``(1 - s) * targets + s / C``: moves mass ``s`` to the uniform distribution."""
   if not 0.0 <= smoothing < 1.0:
-    raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}.")
+    raise DataError(f"label_smoothing must be in [0, 1), got {smoothing}.")
   num_classes = targets.shape[-1]
   return (targets * (1.0 - smoothing) + smoothing / num_classes).astype(np.float32)
 
@@ -149,7 +150,7 @@ def mix_halves(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator
     ``weights[i]`` is the share of output ``i`` that comes from source ``i``.
   """
   if len(images) % 2 or len(images) != len(targets):
-    raise ValueError(
+    raise DataError(
         "Mixing needs an even number of source images with one target row each, got "
         f"{len(images)} images and {len(targets)} targets (the loader must batch 2B "
         "examples for B outputs: set input_multiplier=2)."

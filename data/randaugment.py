@@ -51,6 +51,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+from data.errors import DataError
 
 FILL_VALUE = 128
 MAX_LEVEL = 10.0
@@ -103,7 +104,7 @@ def randaugment_for_variant(variant: str) -> tuple[int, int]:
   base = variant.strip().upper().replace("_", "-").removeprefix("NFNET-").rstrip("+")
   if base not in RANDAUGMENT_BY_VARIANT:
     known = ", ".join(RANDAUGMENT_BY_VARIANT)
-    raise ValueError(
+    raise DataError(
         f"No RandAugment setting for variant {variant!r}: known variants are "
         f"{known} (and the F '+' forms); pass num_layers and magnitude explicitly."
     )
@@ -318,7 +319,7 @@ def op_call(name: str, magnitude: float, rng: np.random.Generator, height: int,
   if name == "Cutout":
     center_y, center_x = int(rng.integers(height)), int(rng.integers(width))
     return OpCall(name, (cutout_half_size(magnitude), center_y, center_x))
-  raise ValueError(
+  raise DataError(
       f"Unknown RandAugment op {name!r}; expected one of {', '.join(OP_NAMES)}.")
 
 
@@ -342,7 +343,7 @@ def randaugment(image: np.ndarray, rng: np.random.Generator, num_layers: int,
                 magnitude: float) -> np.ndarray:
   """Applies RandAugment to one uint8 ``[H, W, 3]`` image; returns a new array."""
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise ValueError(
+    raise DataError(
         f"RandAugment expects a uint8 [H, W, 3] image, got {image.dtype} {image.shape}.")
   height, width = image.shape[:2]
   plan = sample_plan(rng, num_layers, magnitude, height, width)

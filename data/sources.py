@@ -48,6 +48,7 @@ import numpy as np
 from data import dataset_info
 from data import tf_example
 from data import tfrecord
+from data.errors import DataError
 
 DEFAULT_IMAGE_KEY = "image/encoded"
 DEFAULT_LABEL_KEY = "image/class/label"
@@ -58,7 +59,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SOURCE_KINDS = ("arrayrecord", "tfrecord", "tfds", "folder")
 
 
-class CorruptRecordError(ValueError):
+class CorruptRecordError(DataError):
   """A record that cannot be read, parsed or decoded; names file and index."""
 
   def __init__(self, location: "RecordLocation", reason: str):
@@ -306,7 +307,7 @@ def parse_tfds_spec(rest: str) -> tuple[str, str]:
   """``NAME[/CONFIG][:VERSION]/SPLIT`` -> (name for tfds, split)."""
   name, sep, split = rest.rpartition("/")
   if not sep or not name or not split:
-    raise ValueError(
+    raise DataError(
         f"tfds source {rest!r} must look like NAME[:VERSION]/SPLIT, e.g. "
         "tfds:imagenet2012/train or tfds:imagenet2012:5.1.0/validation[:50%].")
   return name, split
@@ -347,7 +348,7 @@ class TFDSSource(ExampleSource):
           f"`tfds build {name.split(':')[0]} --file_format=array_record`.") from None
     info = self._source.dataset_info
     if info.file_format is not None and info.file_format.value != "array_record":
-      raise ValueError(
+      raise DataError(
           f"TFDS dataset {name!r} is prepared as {info.file_format}; random access needs "
           "array_record. Re-prepare it with --file_format=array_record.")
     self.label_space = _label_space(label_options, None, self._tfds_label_space(info))
@@ -357,7 +358,7 @@ class TFDSSource(ExampleSource):
     try:
       feature = _tfds_feature(info.features, self.label_key)
     except KeyError:
-      raise ValueError(
+      raise DataError(
           f"TFDS dataset {info.name} has no feature {self.label_key!r}; its features are "
           f"{list(info.features.keys())}. Pass label_key=...") from None
     multi_label = isinstance(feature, tfds.features.Sequence)
@@ -431,7 +432,7 @@ class FolderSource(Source):
 def split_spec(spec: str) -> tuple[str, str]:
   kind, sep, rest = spec.partition(":")
   if not sep or kind not in SOURCE_KINDS or not rest:
-    raise ValueError(
+    raise DataError(
         f"Source {spec!r} must be one of arrayrecord:GLOB, tfrecord:GLOB, "
         "tfds:NAME[:VERSION]/SPLIT, folder:PATH.")
   return kind, rest

@@ -32,13 +32,14 @@ import struct
 from typing import Iterable, Mapping, Union
 
 import numpy as np
+from data.errors import DataError
 
 FeatureValue = Union[list, np.ndarray]
 
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_LEN, _WIRE_FIXED32 = 0, 1, 2, 5
 
 
-class ExampleParseError(ValueError):
+class ExampleParseError(DataError):
   """The bytes are not a well-formed serialized ``tf.train.Example``."""
 
 

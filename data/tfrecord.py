@@ -30,6 +30,7 @@ import struct
 from typing import Optional
 
 import numpy as np
+from data.errors import DataError
 
 INDEX_SUFFIX = ".index.npy"
 INDEX_DIR_ENV = "NFNET_DATA_INDEX_DIR"
@@ -39,7 +40,7 @@ _FOOTER_SIZE = 4
 _FRAME_OVERHEAD = _HEADER.size + _FOOTER_SIZE
 
 
-class TFRecordError(ValueError):
+class TFRecordError(DataError):
   """A TFRecord file is truncated or its checksums do not match."""
 
 

@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 
 from data import decode
+from data.errors import DataError
 
 # The loader parallelises over examples (threads and processes); OpenCV's own
 # thread pool on top of that would only oversubscribe the cores.
@@ -95,15 +96,15 @@ class TransformConfig:
 
   def __post_init__(self):
     if self.resolution <= 0:
-      raise ValueError(f"resolution must be positive, got {self.resolution}.")
+      raise DataError(f"resolution must be positive, got {self.resolution}.")
     low, high = self.area_range
     if not 0 < low <= high <= 1:
-      raise ValueError(f"area_range must satisfy 0 < low <= high <= 1, got {self.area_range}.")
+      raise DataError(f"area_range must satisfy 0 < low <= high <= 1, got {self.area_range}.")
     low, high = self.aspect_range
     if not 0 < low <= high:
-      raise ValueError(f"aspect_range must satisfy 0 < low <= high, got {self.aspect_range}.")
+      raise DataError(f"aspect_range must satisfy 0 < low <= high, got {self.aspect_range}.")
     if self.eval_crop_fraction is not None and not 0 < self.eval_crop_fraction <= 1:
-      raise ValueError(
+      raise DataError(
           f"eval_crop_fraction must be in (0, 1], got {self.eval_crop_fraction}.")
 
   def eval_resize_side(self) -> int:

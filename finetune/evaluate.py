@@ -39,7 +39,9 @@ import jax
 import nfnet
 from data import loader, sources
 from data.progress import Progress
-from nfnet import builders, parallel, reporting, training
+from nfnet.errors import UserError
+from nfnet.train import cli, evaluation, parallel, training
+from nfnet.train.metrics import quiet_library_logs
 
 
 def parse_resolutions(text: str) -> list[int]:
@@ -51,10 +53,10 @@ def parse_resolutions(text: str) -> list[int]:
   try:
     values = [int(part) for part in text.split(",") if part.strip()]
   except ValueError:
-    raise ValueError(f"--resolution must be comma-separated integers, got "
+    raise UserError(f"--resolution must be comma-separated integers, got "
                      f"{text!r}.") from None
   if not values or min(values) <= 0:
-    raise ValueError(f"--resolution needs positive sizes, got {text!r}.")
+    raise UserError(f"--resolution needs positive sizes, got {text!r}.")
   return values
 
 
@@ -73,11 +75,11 @@ def with_progress(batches: Iterable[dict], total: int, label: str,
 def check_label_space(source: sources.Source, model) -> None:
   """The head must score exactly the source's classes."""
   if source.num_classes is None:
-    raise ValueError(f"{source.spec}: the number of classes is unknown; write a "
+    raise UserError(f"{source.spec}: the number of classes is unknown; write a "
                      "dataset_info.json beside the shards (python -m data.inspect "
                      "SOURCE --write-info).")
   if source.num_classes != model.num_classes:
-    raise ValueError(
+    raise UserError(
         f"{source.spec} has {source.num_classes} classes but the weights' head "
         f"has {model.num_classes}: evaluate on the set the head was trained "
         "for (or fine-tune a new head on this one first).")
@@ -92,7 +94,7 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
   resolutions = list(resolutions or [])
   if not resolutions:
     if not info["eval_resolution"]:
-      raise ValueError(f"{weights} does not say which resolution it was "
+      raise UserError(f"{weights} does not say which resolution it was "
                        "evaluated at; pass --resolution.")
     resolutions = [info["eval_resolution"]]
   mesh = parallel.make_data_mesh()
@@ -111,7 +113,7 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
         num_workers=num_workers)
     shown = with_progress(batches, batches.num_steps, f"{resolution} px",
                           show_progress and jax.process_index() == 0)
-    metrics = builders.evaluate(eval_step, {"eval": device_params}, shown, mesh)
+    metrics = evaluation.evaluate(eval_step, {"eval": device_params}, shown, mesh)
     topk = next(k for k in metrics if k.startswith("eval/top") and k != "eval/top1")
     results.append({
         "weights": weights, "ema": ema, "data": data, "resolution": resolution,
@@ -163,14 +165,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  reporting.quiet_library_logs()
+  quiet_library_logs()
   parallel.maybe_initialize_distributed(args.distributed)
   try:
     results = evaluate_weights(
         args.weights, args.data, args.resolution, ema=args.ema,
         batch_size=args.batch_size, label_key=args.label_key,
         num_workers=args.num_workers, show_progress=True)
-  except builders.USER_ERRORS + (sources.CorruptRecordError,) as e:
+  except cli.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   if jax.process_index() == 0:

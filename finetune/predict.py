@@ -47,7 +47,10 @@ import numpy as np
 import nfnet
 from data import decode, sources, transforms
 from data.progress import Progress
-from nfnet import loading, reporting
+from nfnet import loading
+from nfnet.errors import UserError
+from nfnet.train.cli import USER_ERRORS
+from nfnet.train.metrics import quiet_library_logs
 
 FEATURES_PATHS_SUFFIX = ".paths.txt"
 
@@ -153,7 +156,7 @@ def predict(weights: str, paths: Sequence[str], *, top_k: int = 5,
            else info["label_names"])
   resolution = resolution or info["eval_resolution"]
   if not resolution:
-    raise ValueError(f"{weights} does not say which resolution it was evaluated "
+    raise UserError(f"{weights} does not say which resolution it was evaluated "
                      "at; pass --resolution.")
   files = find_images(paths)
   if not files:
@@ -223,7 +226,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  reporting.quiet_library_logs()
+  quiet_library_logs()
 
   def emit(prediction: Prediction) -> None:
     line = (json.dumps(dataclasses.asdict(prediction)) if args.json
@@ -236,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolution=args.resolution, labels_file=args.labels,
         batch_size=args.batch_size, features_file=args.features,
         on_prediction=emit, show_progress=True)
-  except (ValueError, FileNotFoundError) as e:
+  except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   if skipped:

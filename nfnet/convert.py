@@ -48,6 +48,7 @@ import numpy as np
 from flax import traverse_util
 
 from nfnet import variants as variants_lib
+from nfnet.errors import UserError
 from nfnet.info import abstract_params
 from nfnet.model import CLASSIFIER, NFNet, count_params
 
@@ -61,7 +62,7 @@ DEEPMIND_NUMERICS = dict(activation="gelu", ws_eps_mode="floor", ws_eps=1e-4)
 MODEL_DESCRIPTION_FILE = "model.json"
 
 
-class WeightImportError(ValueError):
+class WeightImportError(UserError):
   """A weight file that cannot be read, or does not match the model."""
 
 

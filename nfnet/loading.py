@@ -38,6 +38,7 @@ import os
 from typing import Any
 
 from nfnet import convert
+from nfnet.errors import UserError
 
 KINDS = ("checkpoint", "converted", "deepmind", "timm")
 TIMM_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -93,7 +94,7 @@ def load(path: str | os.PathLike, *, ema: bool = False,
   path = os.fspath(path)
   kind = weights_kind(path)
   if ema and kind != "checkpoint":
-    raise ValueError(f"{path} is a {kind} file: only our checkpoints hold EMA "
+    raise UserError(f"{path} is a {kind} file: only our checkpoints hold EMA "
                      "weights; drop ema=True / --ema.")
   if kind == "timm":
     model, params = convert.load_timm(path, **model_overrides)
@@ -104,7 +105,7 @@ def load(path: str | os.PathLike, *, ema: bool = False,
   if kind == "converted":
     model, params = convert.load_converted(path, **model_overrides)
     return model, params, _imported_info(kind, path, model)
-  from nfnet import checkpoints  # pylint: disable=import-outside-toplevel
+  from nfnet.train import checkpoints  # pylint: disable=import-outside-toplevel
   step_dir = checkpoints.find_checkpoint_step_dir(path)
   params, run = checkpoints.load_checkpoint_params(step_dir, ema=ema)
   model = convert.model_from_description(run["model"], **model_overrides)
@@ -120,7 +121,7 @@ def read_label_names(path: str | os.PathLike, num_classes: int | None = None
   while names and not names[-1].strip():
     names.pop()
   if num_classes is not None and len(names) != num_classes:
-    raise ValueError(f"{path} has {len(names)} class names but the model's head "
+    raise UserError(f"{path} has {len(names)} class names but the model's head "
                      f"has {num_classes} classes; give one name per line, in "
                      "class-index order.")
   return names

@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from nfnet.errors import UserError
 
 Params = Any
 
@@ -131,14 +132,14 @@ def sgd_agc(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
   buffer is float32 whatever the gradient dtype.
   """
   if momentum < 0 or momentum >= 1:
-    raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+    raise UserError(f"momentum must be in [0, 1), got {momentum}.")
   if weight_decay < 0:
-    raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    raise UserError(f"weight_decay must be >= 0, got {weight_decay}.")
   if clipping is not None and not clipping > 0:
-    raise ValueError(
+    raise UserError(
         f"clipping must be > 0, or None to turn AGC off; got {clipping}.")
   if not eps > 0:
-    raise ValueError(f"eps must be > 0, got {eps}.")
+    raise UserError(f"eps must be > 0, got {eps}.")
 
   steps = []
   if clipping is not None:
@@ -193,7 +194,7 @@ def scale_learning_rate(base_lr: float, batch_size: int,
   Fine-tuning does not scale (its lr 0.1 is used as given).
   """
   if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    raise UserError(f"batch_size must be positive, got {batch_size}.")
   return base_lr * batch_size / base_batch_size
 
 
@@ -208,9 +209,9 @@ def warmup_cosine_schedule(peak_value: float, *, warmup_steps: int,
   examples: convert it with `duration_to_steps` first.
   """
   if total_steps <= 0:
-    raise ValueError(f"total_steps must be positive, got {total_steps}.")
+    raise UserError(f"total_steps must be positive, got {total_steps}.")
   if not 0 <= warmup_steps < total_steps:
-    raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}),"
+    raise UserError(f"warmup_steps must be in [0, total_steps={total_steps}),"
                      f" got {warmup_steps}: shorten the warmup or lengthen the "
                      "run.")
   if warmup_steps == 0:
@@ -240,24 +241,24 @@ def duration_to_steps(*, steps: int | None = None, epochs: float | None = None,
   set_fields = {k: v for k, v in given.items() if v is not None}
   if len(set_fields) > 1:
     listed = ", ".join(f"{k}={v}" for k, v in set_fields.items())
-    raise ValueError(f"Set only one of {', '.join(given)}; got {listed}.")
+    raise UserError(f"Set only one of {', '.join(given)}; got {listed}.")
   if not set_fields:
     if default is None:
-      raise ValueError(f"Set one of {', '.join(given)}.")
+      raise UserError(f"Set one of {', '.join(given)}.")
     return default
   (field, value), = set_fields.items()
   if value < 0:
-    raise ValueError(f"{field} must be >= 0, got {value}.")
+    raise UserError(f"{field} must be >= 0, got {value}.")
   if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    raise UserError(f"batch_size must be positive, got {batch_size}.")
   if steps is not None:
     if int(steps) != steps:
-      raise ValueError(f"{field} must be a whole number, got {steps}.")
+      raise UserError(f"{field} must be a whole number, got {steps}.")
     return int(steps)
   if examples is not None:
     return int(examples // batch_size)
   if not num_examples:
-    raise ValueError(f"{field} needs the dataset size (num_examples) to "
+    raise UserError(f"{field} needs the dataset size (num_examples) to "
                      "convert epochs to steps.")
   # Rounding to 6 decimals first keeps float error (0.3 * 10 ==
   # 2.9999999999999996) from costing a step.

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import optax
+from nfnet.errors import UserError
 
 # Added to the ascent gradient's norm, as in the reference.
 NORM_EPS = 1e-12
@@ -55,7 +56,7 @@ def _leading_batch_size(batch) -> int:
   sizes = {x.shape[0] if x.ndim else None
            for x in jax.tree_util.tree_leaves(batch)}
   if len(sizes) != 1 or None in sizes:
-    raise ValueError("SAM needs every array of the batch to share a leading "
+    raise UserError("SAM needs every array of the batch to share a leading "
                      f"batch axis; got leading sizes {sorted(map(str, sizes))}.")
   return sizes.pop()
 
@@ -124,14 +125,14 @@ def sam_value_and_grad(loss_fn: Callable[..., Any], *, rho: float = 0.05,
     `f(params, batch, *args) -> (loss, grads)`, or `((loss, aux), grads)`.
   """
   if not (_is_number(rho) and math.isfinite(rho) and rho > 0):
-    raise ValueError(f"SAM rho must be a finite number > 0, got {rho!r}; "
+    raise UserError(f"SAM rho must be a finite number > 0, got {rho!r}; "
                      "for plain training use jax.value_and_grad instead.")
   if not (_is_number(ascent_fraction) and 0 < ascent_fraction <= 1):
-    raise ValueError("SAM ascent_fraction must be in (0, 1], got "
+    raise UserError("SAM ascent_fraction must be in (0, 1], got "
                      f"{ascent_fraction!r}.")
   if not (isinstance(micro_batches, numbers.Integral)
           and not isinstance(micro_batches, bool) and micro_batches >= 1):
-    raise ValueError(
+    raise UserError(
         f"micro_batches must be a positive int, got {micro_batches!r}.")
 
   def ascent_loss(params, batch, *args):
@@ -153,7 +154,7 @@ def sam_value_and_grad(loss_fn: Callable[..., Any], *, rho: float = 0.05,
   def sam_fn(params, batch, *args):
     batch_size = _leading_batch_size(batch)
     if batch_size % micro_batches:
-      raise ValueError(f"The batch ({batch_size} examples here) must split "
+      raise UserError(f"The batch ({batch_size} examples here) must split "
                        f"evenly into micro_batches={micro_batches}.")
     if axis_name is not None:
       params = _as_replica_local(params, axis_name)

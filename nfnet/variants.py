@@ -7,6 +7,7 @@ RandAugment magnitude) from them.
 from __future__ import annotations
 
 import dataclasses
+from nfnet.errors import UserError
 
 NFNET_WIDTHS = (256, 512, 1536, 1536)
 NFNET_PLUS_WIDTHS = (384, 768, 2048, 2048)
@@ -86,7 +87,7 @@ def get_variant(name: str) -> Variant:
   canonical = {k.lower(): k for k in VARIANTS}
   key = name.strip().lower().replace("nfnet-", "").replace("_", "-")
   if key not in canonical:
-    raise ValueError(
+    raise UserError(
         f"Unknown NFNet variant {name!r}. Known variants: "
         f"{', '.join(VARIANTS)}.")
   return VARIANTS[canonical[key]]

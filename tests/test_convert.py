@@ -26,7 +26,9 @@ from scipy.special import erf
 from data import synthetic
 from finetune import main as finetune_main
 from finetune.configs import synthetic as finetune_synthetic
-from nfnet import builders, checkpoints, convert
+from nfnet import convert
+from nfnet.train import checkpoints, setup
+from nfnet.train import state as state_lib
 from nfnet import variants
 from nfnet.info import abstract_params
 from nfnet.model import NFNet, count_params
@@ -515,8 +517,8 @@ def _finetune_config(corpus, init_from, **model_fields):
 
 
 def _model_and_fresh_params(config):
-  model = builders.build_model(config, num_classes=16)
-  return model, builders.init_params(model, config.resolution, config.seed)
+  model = setup.build_model(config, num_classes=16)
+  return model, state_lib.init_params(model, config.resolution, config.seed)
 
 
 def test_finetune_runs_from_a_deepmind_pickle(tmp_path, downstream_corpus,
@@ -528,7 +530,7 @@ def test_finetune_runs_from_a_deepmind_pickle(tmp_path, downstream_corpus,
   config = _finetune_config(downstream_corpus, path)
 
   model, fresh = _model_and_fresh_params(config)
-  assert_backbone_loaded_and_head_fresh(builders.initial_params(model, config), source, fresh)
+  assert_backbone_loaded_and_head_fresh(state_lib.initial_params(model, config), source, fresh)
   metrics = finetune_main.train(config, str(tmp_path / "ft"))
   assert metrics["eval/examples"] == 16 and np.isfinite(metrics["eval/top1"])
   assert os.listdir(tmp_path / "ft" / checkpoints.CHECKPOINT_DIRNAME) == ["2"]
@@ -544,7 +546,7 @@ def test_finetune_starts_from_timm_weights_with_timm_numerics(
   # The config must say it wants timm's numerics; otherwise the run names the fields.
   config = _finetune_config(downstream_corpus, path)
   with pytest.raises(checkpoints.CheckpointMismatchError, match="activation.*\n.*ws_eps"):
-    builders.initial_params(builders.build_model(config, num_classes=16), config)
+    state_lib.initial_params(setup.build_model(config, num_classes=16), config)
   config = _finetune_config(downstream_corpus, path, **convert.TIMM_NUMERICS)
   model, fresh = _model_and_fresh_params(config)
-  assert_backbone_loaded_and_head_fresh(builders.initial_params(model, config), source, fresh)
+  assert_backbone_loaded_and_head_fresh(state_lib.initial_params(model, config), source, fresh)

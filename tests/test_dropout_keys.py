@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nfnet import NFNet, optim, parallel, training
+from nfnet import NFNet, optim
+from nfnet.train import parallel, training
 
 
 def _loss_after_one_step(model, images, labels, micro_batches):

@@ -8,7 +8,8 @@ import pytest
 
 from data import fewshot as data_fewshot
 from data import synthetic
-from nfnet import fewshot, report
+from nfnet.train import results
+from pretrain import fewshot
 from pretrain import main as pretrain_main
 from pretrain.configs import synthetic as pretrain_synthetic
 
@@ -112,7 +113,7 @@ def test_pretraining_logs_fewshot_accuracy_above_chance(corpus, tmp_path):
 
   names = ("fewshot/downstream_1shot", "fewshot/downstream_5shot")
   results = json.loads((tmp_path / "pretrain" / "results.json").read_text())
-  scalars = report.read_scalars(workdir)
+  scalars = results.read_scalars(workdir)
   chance = 1 / 16
   for name in names:
     assert results[name] == metrics[name]

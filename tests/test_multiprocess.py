@@ -15,12 +15,12 @@ import pytest
 from flax import traverse_util
 
 from data import synthetic
-from nfnet import checkpoints
+from nfnet.train import checkpoints
 
 _WORKER = textwrap.dedent("""
     import json, sys
     import jax
-    from nfnet import parallel
+    from nfnet.train import parallel
     parallel.maybe_initialize_distributed()
     from pretrain import main as pretrain_main
     from pretrain.configs import synthetic

@@ -10,7 +10,8 @@ from flax import traverse_util
 from data import synthetic
 from finetune import main as finetune_main
 from finetune.configs import synthetic as finetune_synthetic
-from nfnet import builders, checkpoints, reporting
+from nfnet.train import checkpoints, metrics, results, setup
+from nfnet.train import state as state_lib
 from pretrain import main as pretrain_main
 from pretrain.configs import synthetic as pretrain_synthetic
 
@@ -58,7 +59,7 @@ def test_pretrain_writes_checkpoints_events_and_results(pretrained):
   assert saved["model"]["variant"] == "F0" and saved["model"]["num_classes"] == 1000
   assert saved["total_steps"] == 6
   assert 0 <= metrics["eval/top1"] <= 1 and metrics["eval/examples"] == 40
-  with open(os.path.join(workdir, builders.RESULTS_FILE)) as f:
+  with open(os.path.join(workdir, results.RESULTS_FILE)) as f:
     assert json.load(f)["step"] == 6
 
 
@@ -88,10 +89,10 @@ def test_finetune_restores_backbone_and_replaces_head(pretrained, corpus,
   config = finetune_synthetic.get_config(f"data_dir={corpus},steps=2,res=32")
   config.model.update(**TINY_MODEL)
   config.init_from = workdir
-  model = builders.build_model(config, num_classes=16)
-  params = builders.initial_params(model, config)
+  model = setup.build_model(config, num_classes=16)
+  params = state_lib.initial_params(model, config)
   source, _ = checkpoints.load_checkpoint_params(workdir)
-  fresh = builders.init_params(model, config.resolution, config.seed)
+  fresh = state_lib.init_params(model, config.resolution, config.seed)
   assert_backbone_loaded_and_head_fresh(params, source, fresh)
   assert params["classifier"]["kernel"].shape == (int(1536 * 0.125) * 2, 16)
 
@@ -115,9 +116,9 @@ def test_init_from_another_architecture_lists_every_difference(pretrained, corpu
   config = finetune_synthetic.get_config(f"data_dir={corpus},steps=2,res=32")
   config.model.update(width=0.25, depths=(1, 1, 2, 1), group_size=16)
   config.init_from = workdir
-  model = builders.build_model(config, num_classes=16)
+  model = setup.build_model(config, num_classes=16)
   with pytest.raises(checkpoints.CheckpointMismatchError) as error:
-    builders.initial_params(model, config)
+    state_lib.initial_params(model, config)
   assert "width: weights 0.125, config 0.25" in str(error.value)
   assert "depths: weights [1, 1, 1, 1], config [1, 1, 2, 1]" in str(error.value)
 
@@ -152,7 +153,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
   shutil.copytree(_step_dir(unbroken, 3), _step_dir(workdir, 3))
   config = _pretrain_config(corpus, lr=float("inf"))
   # Step 4 applies an infinite update; step 5's loss is the first NaN.
-  with pytest.raises(reporting.NonFiniteLossError, match="nan at step 5"):
+  with pytest.raises(metrics.NonFiniteLossError, match="nan at step 5"):
     pretrain_main.train(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data import from_config
+from nfnet.train import from_config
 from pretrain import main as pretrain_main
 from pretrain.configs import synthetic as pretrain_synthetic
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from nfnet import reporting
-from nfnet.report import read_scalars
+from nfnet.train import metrics as reporting
+from nfnet.train.results import read_scalars
 
 
 def _log_steps(workdir, losses, learning_rates, every_steps):

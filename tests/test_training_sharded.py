@@ -16,7 +16,8 @@ import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import json
 import jax, jax.numpy as jnp, numpy as np
-from nfnet import NFNet, optim, parallel, training
+from nfnet import NFNet, optim
+from nfnet.train import parallel, training
 assert jax.device_count() == 8
 mesh = parallel.make_data_mesh()
 model = NFNet(variant="F0", num_classes=5, width=0.125, depths=(1, 1, 1, 1),

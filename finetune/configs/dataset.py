@@ -17,7 +17,7 @@ weights are evaluated at the training resolution. Set `steps` for the length.
 Expected: well above training from scratch on the same data; the demo
 (recipes/demo.sh) measures that gap on the synthetic downstream set.
 """
-from nfnet import config_base
+from nfnet.train import config_base
 
 
 def get_config(arg=None):

@@ -16,7 +16,7 @@ decay, dropout or stochastic depth.
 Expected (paper, Table 5 / Table 4): NFNet-F4+ from JFT-300M reaches 89.2%
 top-1; NF-ResNet-50 79.5 / 80.9 / 81.1 at 224 / 320 / 384.
 """
-from nfnet import config_base
+from nfnet.train import config_base
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 

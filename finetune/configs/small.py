@@ -13,7 +13,7 @@ Measured on real photos in `benchmarks/transfer.py` (README table): 65.9%
 top-1 on four classes of tops with 100 photos each after a 1,000-step
 pre-training, against 62.1% from scratch.
 """
-from nfnet import config_base
+from nfnet.train import config_base
 
 
 def get_config(arg=None):

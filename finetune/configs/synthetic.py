@@ -14,7 +14,7 @@ empty for the from-scratch control: recipes/demo.sh runs both and prints the
 two top-1s side by side. Measured here: 71.0% top-1 (EMA 70.2%) fine-tuned
 from the demo's pre-training, 62.7% (EMA 62.0%) from scratch.
 """
-from nfnet import config_base
+from nfnet.train import config_base
 
 
 def get_config(arg=None):

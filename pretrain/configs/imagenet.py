@@ -30,7 +30,8 @@ Expected (paper, Table 3; F6 with SAM): top-1 83.6 / 84.7 / 85.1 / 85.7 /
 85.9 / 86.0 / 86.5 for F0-F6. `runlocal=True` shrinks everything to run on a
 laptop.
 """
-from nfnet import config_base, variants
+from nfnet import variants
+from nfnet.train import config_base
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 # Table 3 top-1 (%); F6's number is with SAM.

@@ -18,7 +18,7 @@ Data: convert the tar of class folders once with
 Expected: a pre-trained model whose ImageNet fine-tune beats training from
 scratch; the paper has no ImageNet-21k numbers for NFNets.
 """
-from nfnet import config_base
+from nfnet.train import config_base
 from pretrain.configs import jft
 
 IMAGENET21K_TRAIN_EXAMPLES = 13_151_276  # winter21 release, 21,843 classes

@@ -24,7 +24,7 @@ Expected: the paper's F4+ reaches 89.2% ImageNet top-1 after fine-tuning
 (finetune/configs/imagenet.py); pre-training itself reports precision@1 on
 the held-out split. `runlocal=True` shrinks everything to run on a laptop.
 """
-from nfnet import config_base
+from nfnet.train import config_base
 
 JFT_TRAIN_EXAMPLES = 300_000_000  # "JFT-300M": nominal size for dry runs.
 

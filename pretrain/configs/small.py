@@ -30,7 +30,7 @@ the kept fraction (0: the default).
 Measured (`python benchmarks/transfer.py --pretrain-arg steps=1000`):
 95.0% eval top-1 on the six pre-training classes after 1,000 steps.
 """
-from nfnet import config_base
+from nfnet.train import config_base
 
 
 def get_config(arg=None):

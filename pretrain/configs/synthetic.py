@@ -21,7 +21,7 @@ and 10 images per class (regularisation chosen on 5 more per class), scored
 on its 400 held-out images and logged as `fewshot/downstream_{1,5,10}shot`
 (chance: 6.25%).
 """
-from nfnet import config_base
+from nfnet.train import config_base
 
 
 def get_config(arg=None):

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from nfnet.errors import UserError
 
 DATA_AXIS = "data"
 
@@ -69,11 +70,11 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
   """Refuses a batch the devices cannot split evenly, with the numbers."""
   devices, processes = mesh.devices.size, jax.process_count()
   if global_batch_size % devices:
-    raise ValueError(
+    raise UserError(
         f"batch_size={global_batch_size} is not divisible by the {devices} "
         f"devices of the mesh; use a multiple of {devices}.")
   if global_batch_size % processes:
-    raise ValueError(
+    raise UserError(
         f"batch_size={global_batch_size} is not divisible by the {processes} "
         "processes.")
 

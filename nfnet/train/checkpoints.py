@@ -6,14 +6,13 @@ A checkpoint step holds three items:
   config  the resolved run config, with the model description under "model"
 so a checkpoint alone says what model it holds.
 
-Start-up precedence (`DESIGN.md`): resume the latest checkpoint in the
+Start-up precedence (docs/design.md): resume the latest checkpoint in the
 workdir; else initialise from `init_from` (our checkpoint, a DeepMind
 `*_haiku.npz`, a timm state dict) with the head re-initialised when the class
 count differs; else from scratch.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -24,28 +23,36 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from nfnet import convert
+from nfnet.errors import UserError
 from nfnet.model import CLASSIFIER
 
 STATE, DATA, CONFIG = "state", "data", "config"
 CHECKPOINT_DIRNAME = "checkpoints"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
   """Weights that do not fit the model: lists every offending parameter."""
 
 
 def make_manager(workdir: str, *, save_every_steps: int, keep: int = 3,
                  keep_every_steps: int | None = None,
                  async_save: bool = True) -> ocp.CheckpointManager:
-  """A manager that saves every `save_every_steps` steps (and when forced) and
-  keeps the latest `keep` steps plus every `keep_every_steps`-th."""
-  # Orbax's own interval policy also saves the first step of a run; an
-  # explicit step list keeps saves exactly on multiples of the interval.
+  """A manager that saves every `save_every_steps` steps, when orbax sees a
+  preemption notice, and when forced (the last step, a signal); it keeps the
+  latest `keep` steps plus every `keep_every_steps`-th."""
+  # FixedIntervalPolicy saves exactly on multiples of the interval (orbax's
+  # default interval policy also saves the first step of a run).
+  save_policy = ocp.checkpoint_managers.AnySavePolicy([
+      ocp.checkpoint_managers.FixedIntervalPolicy(save_every_steps),
+      ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
+  keep_policies = [ocp.checkpoint_managers.LatestN(keep)]
+  if keep_every_steps:
+    keep_policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every_steps))
   options = ocp.CheckpointManagerOptions(
-      should_save_fn=lambda step, _: step % save_every_steps == 0,
-      max_to_keep=keep,
-      keep_period=keep_every_steps, create=True,
-      enable_async_checkpointing=async_save)
+      save_decision_policy=save_policy,
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+          keep_policies),
+      create=True, enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), CHECKPOINT_DIRNAME),
       options=options, item_names=(STATE, DATA, CONFIG))
@@ -137,28 +144,34 @@ def find_checkpoint_step_dir(path: str) -> str:
 
 
 def read_checkpoint_config(step_dir: str) -> dict:
-  with open(os.path.join(step_dir, CONFIG, "metadata")) as f:
-    return json.load(f)
+  """The run description saved beside the state (the `config` item)."""
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    return checkpointer.restore(os.path.join(step_dir, CONFIG),
+                                args=ocp.args.JsonRestore())
 
 
 def load_checkpoint_params(path: str, ema: bool = False) -> tuple[Any, dict]:
   """(params as numpy, run config) from our workdir / checkpoint / step dir;
-  `ema=True` returns the EMA weights instead of the raw ones."""
+  `ema=True` returns the EMA weights instead of the raw ones.
+
+  Only that one subtree is read (orbax's partial restore): the optimizer
+  state and the other weights stay on disk."""
   step_dir = find_checkpoint_step_dir(path)
-  # Restored onto this process's first device, whatever topology saved them.
-  state_dir = os.path.join(step_dir, STATE)
-  with ocp.StandardCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(state_dir)
-    tree = getattr(metadata, "item_metadata", metadata)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree,
-        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
-    restored = checkpointer.restore(state_dir, target)
   key = "ema_params" if ema else "params"
-  if not restored.get(key):
-    raise ValueError(f"The checkpoint {step_dir} holds no EMA weights (its run "
-                     "had ema_decay=0); load the raw weights instead.")
+  state_dir = os.path.join(step_dir, STATE)
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(state_dir).item_metadata.tree
+    if not tree.get(key):
+      raise UserError(f"The checkpoint {step_dir} holds no EMA weights (its run "
+                      "had ema_decay=0); load the raw weights instead.")
+    # Restored onto this process's first device, whatever topology saved them.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {key: jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        tree[key], is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))}
+    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=target, partial_restore=True,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
   params = jax.tree_util.tree_map(np.asarray, restored[key])
   return params, read_checkpoint_config(step_dir)
 

@@ -1,4 +1,5 @@
-"""Metrics and progress for long runs: clu writers, a NaN guard, a console line.
+"""Metrics and progress for long runs: clu writers, a NaN guard, a console line,
+and what a run says about itself at the start (summary, hparams, images).
 
 TensorBoard events and the console get the same scalars: loss, learning
 rate, grad/param/update norms, AGC clip fraction, steps/s, images/s, ETA
@@ -13,12 +14,19 @@ import os
 import time
 from typing import Any, Mapping
 
+import einops
+from absl import logging as absl_logging
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from clu import metric_writers, periodic_actions
+from clu import metric_writers, parameter_overview, periodic_actions
+
+from nfnet import flops
+from nfnet.errors import UserError
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
   """Training produced a NaN/inf; the last good checkpoint is left untouched."""
 
 
@@ -107,3 +115,59 @@ class TrainLogger:
     steps_per_s = (step - last[0]) / (now - last[1])
     return {"steps_per_s": steps_per_s,
             "images_per_s": steps_per_s * self.batch_size}
+
+
+# ----------------------------------------------------------------------------
+# What the run says about itself at the start.
+# ----------------------------------------------------------------------------
+
+def run_summary(model, config: ml_collections.ConfigDict, durations,
+                mesh) -> str:
+  """One line that says what this run is, for the log and TensorBoard."""
+  params = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), is_training=False))
+  num_params = parameter_overview.count_parameters(params["params"])
+  macs = flops.model_macs_per_image(model, params["params"], config.resolution)
+  devices = mesh.devices.size
+  macs_text = f"{macs / 1e9:.2f}B" if macs >= 1e9 else f"{macs / 1e6:.1f}M"
+  return (f"NFNet {model.variant} ({num_params:,} params, {macs_text} "
+          f"MACs/image at {config.resolution} px, {model.num_classes} classes) "
+          f"on {devices} {jax.default_backend()} device(s) in "
+          f"{jax.process_count()} process(es); batch {config.batch_size} "
+          f"({config.batch_size // devices}/device), {durations.total_steps:,} "
+          f"steps ({durations.total_steps / max(durations.steps_per_epoch, 1e-9):.1f}"
+          f" epochs), warm-up {durations.warmup_steps:,}.")
+
+
+def log_run_start(writer, model, config: ml_collections.ConfigDict,
+                  durations, mesh) -> None:
+  """The one-line summary to the log and TensorBoard, the config as hparams."""
+  summary = run_summary(model, config, durations, mesh)
+  absl_logging.info(summary)
+  writer.write_texts(0, {"run": summary})
+  writer.write_hparams(flat_hparams(config))
+
+
+def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as flat scalar hparams ('model.variant': 'F0', ...)."""
+  flat = {}
+
+  def walk(prefix, value):
+    if isinstance(value, dict):
+      for k, v in value.items():
+        walk(f"{prefix}{k}.", v)
+    else:
+      flat[prefix[:-1]] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+  walk("", config.to_dict())
+  return flat
+
+
+def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+  """[N, H, W, 3] uint8 -> one [1, rows*H, columns*W, 3] mosaic for TensorBoard
+  (the last row padded with black)."""
+  n = images.shape[0]
+  rows = -(-n // columns)
+  padded = np.zeros((rows * columns, *images.shape[1:]), images.dtype)
+  padded[:n] = images
+  return einops.rearrange(padded, "(r c) h w ch -> 1 (r h) (c w) ch", c=columns)

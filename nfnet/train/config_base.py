@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
+from nfnet.errors import UserError
 
 placeholder = config_dict.placeholder
 
@@ -79,7 +80,7 @@ def augment_config() -> ml_collections.ConfigDict:
 
 
 def fewshot_config() -> ml_collections.ConfigDict:
-  """Few-shot linear probes of the features during pre-training (nfnet/fewshot.py).
+  """Few-shot linear probes of the features during pre-training (pretrain/fewshot.py).
 
   `datasets` maps a name to {"train": SOURCE, "test": SOURCE} (single-label
   sources, e.g. dict(train="folder:/data/flowers/train",
@@ -162,7 +163,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
     if key not in defaults:
-      raise ValueError(f"Unknown config argument {key!r}; known: "
+      raise UserError(f"Unknown config argument {key!r}; known: "
                        f"{', '.join(defaults)}.")
     default = defaults[key]
     if isinstance(default, bool):

@@ -34,7 +34,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, PartitionSpec as P
 
 from nfnet.model import NFNet, normalize_images
-from nfnet.parallel import DATA_AXIS, to_global_batch
+from nfnet.train.parallel import DATA_AXIS, to_global_batch
+from nfnet.errors import UserError
 
 # The appended bias feature: large, so that its weight is almost unregularised.
 BIAS_CONSTANT = 100.0
@@ -122,7 +123,7 @@ def split_pool(labels: np.ndarray, num_classes: int, max_shots: int,
   for c in range(num_classes):
     rows = np.flatnonzero(labels == c)
     if len(rows) < need:
-      raise ValueError(
+      raise UserError(
           f"class {c} has {len(rows)} examples in the few-shot pool, fewer than "
           f"{max_shots} shots + {heldout_per_class} held out.")
     shots.append(rows[:max_shots])
@@ -163,7 +164,7 @@ def extract_features(feature_step, params, batches: Iterable[dict],
     features.append(np.asarray(f, np.float32)[mask])
     labels.append(np.asarray(y)[mask])
   if not features:
-    raise ValueError("A few-shot split yielded no batches.")
+    raise UserError("A few-shot split yielded no batches.")
   return np.concatenate(features), np.concatenate(labels)
 
 

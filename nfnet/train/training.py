@@ -24,8 +24,9 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from nfnet import optim
 from nfnet.model import NFNet, normalize_images
-from nfnet.parallel import DATA_AXIS
+from nfnet.train.parallel import DATA_AXIS
 from nfnet.sam import sam_value_and_grad
+from nfnet.errors import UserError
 
 LOSSES = ("softmax", "sigmoid")
 
@@ -75,7 +76,7 @@ def classification_loss(logits: jax.Array, targets: jax.Array,
     return optax.softmax_cross_entropy(logits, targets).mean()
   if kind == "sigmoid":
     return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1).mean()
-  raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}.")
+  raise UserError(f"loss must be one of {LOSSES}, got {kind!r}.")
 
 
 def top1_correct(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -142,7 +143,7 @@ def make_train_step(model: NFNet, tx: optax.GradientTransformation, mesh: Mesh,
   sequential slices (gradient accumulation; for SAM, k virtual replicas).
   """
   if loss not in LOSSES:
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
+    raise UserError(f"loss must be one of {LOSSES}, got {loss!r}.")
   num_classes = model.num_classes
   base_rng = jax.random.PRNGKey(seed)
 

@@ -1,11 +1,13 @@
-"""Compare finished runs: a results table and a PNG of their curves.
+"""A finished run's results: results.json, results tables and curve plots.
 
-    python -m nfnet.report table  pretrained=/tmp/ft scratch=/tmp/scratch
-    python -m nfnet.report plot   --out curves.png pretrained=/tmp/ft scratch=/tmp/scratch
+    python -m nfnet.train.results table  pretrained=/tmp/ft scratch=/tmp/scratch
+    python -m nfnet.train.results plot   --out curves.png pretrained=/tmp/ft scratch=/tmp/scratch
 
 Each NAME=WORKDIR names a workdir written by pretrain/main.py or
-finetune/main.py: the table reads its results.json, the plot its TensorBoard
-events (the same scalars TensorBoard shows).
+finetune/main.py: the table reads its results.json (written by process 0
+when the run reaches its last step), the plot its TensorBoard events (the
+same scalars TensorBoard shows). The recipes' table (`python -m recipes`)
+uses the same reader and the same table layout.
 """
 from __future__ import annotations
 
@@ -13,20 +15,32 @@ import argparse
 import json
 import os
 import sys
+from typing import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 RESULTS_FILE = "results.json"
 PLOTTED = ("loss", "eval/top1", "eval_ema/top1", "learning_rate")
 
 
-def read_results(workdir: str) -> dict:
-  path = os.path.join(workdir, RESULTS_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: the run in {workdir} has "
-                            "not finished.")
-  with open(path) as f:
-    return json.load(f)
+def write_results(workdir: str, step: int, metrics: Mapping[str, float]) -> None:
+  """The finished run's final eval metrics (local paths and gs:// alike).
+  Call on process 0 only."""
+  (epath.Path(workdir) / RESULTS_FILE).write_text(
+      json.dumps({"step": step, **metrics}, indent=2))
+
+
+def read_results(workdir: str, *, required: bool = False) -> dict:
+  """What results.json says; {} before the run finished, or an error naming
+  the file when `required`."""
+  path = epath.Path(workdir) / RESULTS_FILE
+  if not path.exists():
+    if required:
+      raise FileNotFoundError(f"{path} does not exist: the run in {workdir} "
+                              "has not finished.")
+    return {}
+  return json.loads(path.read_text())
 
 
 def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -49,17 +63,34 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   return curves
 
 
-def format_table(runs: dict[str, str]) -> str:
-  rows = [("run", "steps", "top-1", "top-1 (EMA)", "top-5")]
+def format_table(rows: Sequence[Mapping[str, str]]) -> str:
+  """Rows of equal keys -> an aligned plain-text table under a dashed rule."""
+  if not rows:
+    return ""
+  columns = list(rows[0])
+  widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+  lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+  lines.append("  ".join("-" * widths[c] for c in columns))
+  lines += ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in rows]
+  return "\n".join(line.rstrip() for line in lines)
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+  """{'eval/top1': 0.81, ...} -> 'eval/top1 81.00%, ...' (counts stay counts)."""
+  return ", ".join(f"{k} {v:.2%}" if "/top" in k else f"{k} {v:g}"
+                   for k, v in sorted(metrics.items()))
+
+
+def runs_table(runs: Mapping[str, str]) -> str:
+  """NAME -> WORKDIR of finished runs -> their steps and top-1/top-5 table."""
+  rows = []
   for name, workdir in runs.items():
-    r = read_results(workdir)
+    r = read_results(workdir, required=True)
     pct = lambda k: f"{100 * r[k]:.1f}%" if k in r else "-"
-    rows.append((name, str(r.get("step", "-")), pct("eval/top1"),
-                 pct("eval_ema/top1"), pct("eval/top5")))
-  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-  lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  return "\n".join(lines)
+    rows.append({"run": name, "steps": str(r.get("step", "-")),
+                 "top-1": pct("eval/top1"), "top-1 (EMA)": pct("eval_ema/top1"),
+                 "top-5": pct("eval/top5")})
+  return format_table(rows)
 
 
 def plot_curves(runs: dict[str, str], out: str) -> None:
@@ -102,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
   runs = _parse_runs(args.runs)
   try:
     if args.command == "table":
-      print(format_table(runs))
+      print(runs_table(runs))
     else:
       plot_curves(runs, args.out)
       print(f"wrote {args.out}")

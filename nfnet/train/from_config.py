@@ -1,7 +1,7 @@
 """The programs' loaders, built from the shared run config.
 
 Both programs describe their input with the same config keys (see
-nfnet/config_base.py): `data.*`, `augment.*`, `batch_size`, `resolution`,
+nfnet/train/config_base.py): `data.*`, `augment.*`, `batch_size`, `resolution`,
 `eval_resolution`, `seed` and `model.variant` (for the RandAugment magnitude).
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from data import augment, loader, sources, transforms
 from data.randaugment import randaugment_for_variant
+from nfnet.errors import UserError
 
 
 @dataclasses.dataclass
@@ -60,11 +61,11 @@ def augment_config(config) -> augment.AugmentConfig:
 
 def open_train_source(config) -> sources.Source:
   if not config.data.train:
-    raise ValueError("config.data.train is empty: point it at a source, e.g. "
+    raise UserError("config.data.train is empty: point it at a source, e.g. "
                      "--config.data.train=arrayrecord:/data/train-*.array_record")
   source = sources.open_source(config.data.train, **_source_options(config))
   if not source.num_classes:
-    raise ValueError(
+    raise UserError(
         f"{config.data.train}: the number of classes is unknown (no dataset_info.json "
         "beside the shards): set --config.model.num_classes=N, and "
         "--config.data.multi_label=True if an image may carry several labels.")

@@ -1,0 +1,100 @@
+"""The train state at start-up: resume the workdir > init_from > scratch.
+
+A workdir's latest checkpoint always wins (the run resumes with the same data
+order); else `init_from`'s weights are merged into a fresh model, the head
+re-initialised when the class count differs (head surgery, the fine-tune's
+usual start, also open to a pre-training that continues from other weights);
+else fresh parameters. See docs/design.md, "Start-up precedence".
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+from jax.sharding import Mesh
+
+from nfnet import convert
+from nfnet.model import NFNet
+from nfnet.train import checkpoints, parallel, training
+
+
+def init_params(model: NFNet, resolution: int, seed: int) -> Any:
+  """Fresh float32 parameters on the host (identical on every process)."""
+  images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+  params = jax.jit(lambda r: model.init(r, images, is_training=False)["params"],
+                   backend="cpu")(jax.random.PRNGKey(seed))
+  return jax.device_get(params)
+
+
+def abstract_train_state(model, tx, resolution: int, use_ema: bool, mesh: Mesh):
+  """ShapeDtypeStructs of the state, with the replicated sharding to restore to."""
+  sharding = parallel.replicated(mesh)
+  images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
+  abstract = jax.eval_shape(lambda: training.create_train_state(
+      model.init(jax.random.PRNGKey(0), images, is_training=False)["params"],
+      tx, use_ema))
+  return jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      abstract)
+
+
+def place_train_state(params, tx, use_ema: bool, mesh: Mesh):
+  """Host params -> a replicated TrainState built on the devices."""
+  return jax.jit(lambda p: training.create_train_state(p, tx, use_ema),
+                 out_shardings=parallel.replicated(mesh))(params)
+
+
+def run_description(config: ml_collections.ConfigDict, model: NFNet,
+                    durations, label_names: list[str] | None = None
+                    ) -> dict[str, Any]:
+  """What a checkpoint says about itself: the resolved config and model, and
+  the training source's class names when it has them (for `nfnet.load`)."""
+  description = {
+      "config": config.to_dict(),
+      "model": checkpoints.model_description(model),
+      "total_steps": durations.total_steps,
+      "warmup_steps": durations.warmup_steps,
+  }
+  if label_names is not None and len(label_names) == model.num_classes:
+    description["label_names"] = [str(name) for name in label_names]
+  return description
+
+
+def initial_params(model: NFNet, config: ml_collections.ConfigDict) -> Any:
+  """init_from's weights merged into a fresh model (head surgery), or fresh."""
+  params = init_params(model, config.resolution, config.seed)
+  if not config.init_from:
+    return params
+  loaded, source_model = checkpoints.load_pretrained(config.init_from)
+  checkpoints.check_same_architecture(source_model, model,
+                                      what=f"init_from={config.init_from}")
+  params, notes = checkpoints.merge_pretrained(
+      params, loaded, reinit_head=config.reinit_head)
+  logging.info("Initialised from %s%s", config.init_from,
+               f" ({'; '.join(notes)})" if notes else "")
+  return params
+
+
+def restore_or_initialize(manager, model: NFNet, tx, config, mesh: Mesh,
+                          data_iterator, use_ema: bool):
+  """Start-up precedence: resume the workdir > init_from > scratch."""
+  latest = manager.latest_step()
+  if latest is not None:
+    # A workdir holding another model's checkpoint is a user error, not an
+    # orbax shape error: compare the recorded model before touching arrays.
+    saved = checkpoints.read_checkpoint_config(
+        os.path.join(str(manager.directory), str(latest)))
+    checkpoints.check_same_architecture(
+        convert.model_from_description(saved["model"]), model,
+        what=f"the checkpoint in {manager.directory}")
+  abstract = abstract_train_state(model, tx, config.resolution, use_ema, mesh)
+  restored = checkpoints.restore_latest(manager, abstract, data_iterator)
+  if restored is not None:
+    state, step = restored
+    logging.info("Resumed from step %d in %s.", step, manager.directory)
+    return state
+  return place_train_state(initial_params(model, config), tx, use_ema, mesh)
