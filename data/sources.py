@@ -438,6 +438,49 @@ def split_spec(spec: str) -> tuple[str, str]:
   return kind, rest
 
 
+def as_spec(location: str, shard_split: Optional[str] = None) -> str:
+  """A location as a user gives it -> a source spec: ``kind:...`` as given; a
+  plain directory as its ``shard_split`` shards (``python -m data.convert``
+  output: ``arrayrecord:DIR/SPLIT-*.array_record``) when that is given, else
+  as ``folder:DIR`` (class sub-folders). Directories become absolute paths."""
+  kind, sep, _ = location.partition(":")
+  if sep and kind in SOURCE_KINDS:
+    return location
+  directory = os.path.abspath(os.path.expanduser(location))
+  if shard_split is not None:
+    return f"arrayrecord:{directory}/{shard_split}-*.array_record"
+  return f"folder:{directory}"
+
+
+def tfds_data_dir(data_dir: Optional[str] = None) -> str:
+  """Where TFDS looks for prepared datasets: ``data_dir``, else
+  ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
+  return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser(
+      "~/tensorflow_datasets")
+
+
+def check_source_exists(spec: str, data_dir: Optional[str] = None) -> None:
+  """Fails now, not hours into a run, when a local source cannot exist: no
+  shard matches the glob, no such folder, no prepared TFDS dataset. Opens and
+  reads nothing; remote paths (``gs://...``) are left to the loader."""
+  kind, rest = split_spec(spec)
+  if "://" in rest:
+    return
+  if kind in ("arrayrecord", "tfrecord"):
+    if not glob_lib.glob(os.path.expanduser(rest)):
+      raise FileNotFoundError(f"no file matches {rest} (from {spec}).")
+  elif kind == "folder":
+    if not os.path.isdir(rest):
+      raise FileNotFoundError(f"{rest} is not a directory (from {spec}).")
+  else:  # tfds: NAME[/CONFIG][:VERSION]/SPLIT, prepared under data_dir/NAME.
+    name = parse_tfds_spec(rest)[0].split("/")[0].split(":")[0]
+    root = tfds_data_dir(data_dir)
+    if not os.path.isdir(os.path.join(root, name)):
+      raise FileNotFoundError(
+          f"no TFDS dataset '{name}' in {root}. Prepare it once with: tfds build "
+          f"{name} --data_dir {root} --file_format=array_record.")
+
+
 def open_source(spec: str, **options) -> Source:
   """Opens the source named by ``spec`` (see the module docstring for specs and options)."""
   kind, rest = split_spec(spec)

@@ -50,10 +50,10 @@ $PY -m finetune.main --config "finetune/configs/synthetic.py:data_dir=$OUT/data"
   --workdir "$OUT/scratch"
 
 stage "results (downstream eval split)"
-$PY -m nfnet.report table "pre-trained=$OUT/finetune" "from scratch=$OUT/scratch"
-$PY -m nfnet.report plot --out "$OUT/curves.png" \
+$PY -m nfnet.train.results table "pre-trained=$OUT/finetune" "from scratch=$OUT/scratch"
+$PY -m nfnet.train.results plot --out "$OUT/curves.png" \
   "pre-trained=$OUT/finetune" "from scratch=$OUT/scratch"
 echo
-echo "Pre-training itself: $($PY -m nfnet.report table "pre-training=$OUT/pretrain" | tail -1)"
+echo "Pre-training itself: $($PY -m nfnet.train.results table "pre-training=$OUT/pretrain" | tail -1)"
 echo "TensorBoard:  tensorboard --logdir $OUT"
 echo "Done in $((SECONDS - start))s."

@@ -1,56 +1,41 @@
-r"""What a recipe's stages will run, resolved from the real configs; and what they reached.
-
-    python -m nfnet.plan --stage=pretrain --program=pretrain \
-        --config=pretrain/configs/jft.py:variant=F4+ --workdir=/ckpt/f4plus/pretrain \
-        [--config.x=y ...] [--next --stage=finetune_384 --program=finetune ...]
+"""A recipe stage resolved from the real configs, without data or arrays; and
+the row of the results table it reached.
 
 Each stage is given exactly the arguments its program (`pretrain.main` or
-`finetune.main`) would get (`--config` with its `:args`, `--config.x=y`
-overrides, `--workdir`, `--distributed`), plus `--stage`, `--program` and an
-optional `--paper` (the paper's number, shown in the results table); stages
-are separated by `--next`. For every stage one JSON object is printed: the
-config's run length resolved to steps (epochs through the config's nominal
-`data.train_examples`, as `nfnet.builders.resolve_durations` does in the real
-run), the peak learning rate (`nfnet.builders.peak_learning_rate`), the
-regularisers, the augmentation (MixUp/CutMix, RandAugment layers and
-magnitude, label smoothing), `init_from` and the exact program command. Nothing is read but
-the config files: no data, no weights, no arrays, and JAX is kept on the CPU
-so no accelerator is touched.
-
-    python -m nfnet.plan --results <the same stage arguments>
-
-prints the results table instead: per stage the variant, resolution and the
-final top-1 of the raw and EMA weights from WORKDIR/results.json (written by
-each finished run), next to the paper's number.
+`finetune.main`) gets (`--config` with its `:args`, `--config.x=y`
+overrides, `--workdir`, `--distributed`) and parses them with the programs'
+own flag definitions (a locked `config_flags` config file), so a typo fails
+here exactly as it would in the real run. `resolve` turns the config into one
+JSON-able plan: the run length in steps (epochs through the config's nominal
+`data.train_examples`, as `nfnet.train.setup.resolve_durations` does in the
+real run), the peak learning rate (`nfnet.train.setup.peak_learning_rate`),
+the regularisers, the augmentation (MixUp/CutMix, RandAugment layers and
+magnitude, label smoothing), `init_from` and the exact program command.
+Nothing is read but the config files: no data, no weights, no arrays.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
-import sys
 from typing import Any, Sequence
 
-import jax
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from nfnet import builders, checkpoints, variants
+from nfnet import variants
+from nfnet.errors import UserError
+from nfnet.train import checkpoints, results, setup
 
-STAGE_SEPARATOR = "--next"
-RESULTS_MODE = "--results"
 PROGRAMS = ("pretrain", "finetune")
-# Flags that only the plan reads; everything else is the program's own argv.
-PLAN_ONLY_FLAGS = ("stage", "program", "paper")
 # The environment the programs read besides their flags (multi-host setup, the
 # TFDS data directory): shown in each stage's plan when set.
 PROGRAM_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
                "TFDS_DATA_DIR")
 
 
-class PlanError(ValueError):
+class PlanError(UserError):
   """A stage that cannot be resolved; the message says what to fix."""
 
 
@@ -64,16 +49,13 @@ class Stage:
   workdir: str
   config: ml_collections.ConfigDict
   program_argv: tuple[str, ...]
+  # A workdir that must hold a finished run first ("" when none).
+  needs: str = ""
 
   @property
   def command(self) -> str:
     return shlex.join(("python3", "-m", f"{self.program}.main",
                        *self.program_argv))
-
-
-def _is_plan_only(arg: str) -> bool:
-  return any(arg == f"--{name}" or arg.startswith(f"--{name}=")
-             for name in PLAN_ONLY_FLAGS)
 
 
 def _last_line(error: BaseException) -> str:
@@ -82,31 +64,31 @@ def _last_line(error: BaseException) -> str:
   return lines[-1] if lines else type(error).__name__
 
 
-def parse_stage(argv: Sequence[str]) -> Stage:
-  """Parses one stage's arguments with the programs' own flag definitions
-  (a locked `config_flags` config file, so typos fail exactly as they would
-  in the real run)."""
-  argv = ["plan", *argv]
+def parse_stage(name: str, program: str, program_argv: Sequence[str], *,
+                paper: str = "", needs: str = "") -> Stage:
+  """Parses one stage's program arguments with the programs' own flag
+  definitions (a locked `config_flags` config file, so typos fail exactly as
+  they would in the real run)."""
+  if program not in PROGRAMS:
+    raise PlanError(f"stage {name}: program must be one of {PROGRAMS}, got "
+                    f"{program!r}.")
+  argv = [f"{program}.main", *program_argv]
   values = flags.FlagValues()
-  flags.DEFINE_string("stage", None, "Stage name.", flag_values=values)
-  flags.DEFINE_enum("program", None, PROGRAMS, "Program.", flag_values=values)
-  flags.DEFINE_string("paper", "", "The paper's result.", flag_values=values)
   flags.DEFINE_string("workdir", None, "Workdir.", flag_values=values)
   flags.DEFINE_bool("distributed", None, "Multi-host.", flag_values=values)
   config_flags.DEFINE_config_file("config", None, "Config file.",
                                   flag_values=values, lock_config=True,
                                   sys_argv=argv)
-  where = "stage " + next((a.partition("=")[2] for a in argv
-                           if a.startswith("--stage=")), "?")
+  where = f"stage {name}"
   try:
     leftover = values(argv)
   except (flags.Error, AttributeError, ValueError) as e:
     raise PlanError(f"{where}: {_last_line(e)}") from None
   if len(leftover) > 1:
     raise PlanError(f"{where}: unexpected arguments {leftover[1:]}.")
-  for name in ("stage", "program", "workdir", "config"):
-    if values[name].value is None:
-      raise PlanError(f"{where}: --{name} is required.")
+  for flag in ("workdir", "config"):
+    if values[flag].value is None:
+      raise PlanError(f"{where}: --{flag} is required.")
   # 'path/to/config.py:variant=F4+' -> the file (config_flags splits the same way).
   config_file = config_flags.get_config_filename(values["config"]).split(":", 1)[0]
   if not os.path.isfile(config_file):
@@ -118,22 +100,9 @@ def parse_stage(argv: Sequence[str]) -> Stage:
     except Exception as e:  # pylint: disable=broad-except
       raise PlanError(f"{where}: {_last_line(e)}") from None
     raise PlanError(f"{where}: {config_file} did not give a config.")
-  return Stage(name=values.stage, program=values.program, paper=values.paper,
+  return Stage(name=name, program=program, paper=paper,
                workdir=values.workdir, config=config,
-               program_argv=tuple(a for a in argv[1:] if not _is_plan_only(a)))
-
-
-def split_stages(argv: Sequence[str]) -> list[list[str]]:
-  """['--stage=a', ..., '--next', '--stage=b', ...] -> one list per stage."""
-  stages, current = [], []
-  for arg in argv:
-    if arg == STAGE_SEPARATOR:
-      stages.append(current)
-      current = []
-    else:
-      current.append(arg)
-  stages.append(current)
-  return [s for s in stages if s]
+               program_argv=tuple(program_argv), needs=needs)
 
 
 def dropout_rate(config: ml_collections.ConfigDict) -> float:
@@ -158,8 +127,8 @@ def resolve(stage: Stage) -> dict[str, Any]:
   config = stage.config
   train_examples = config.data.train_examples
   try:
-    durations = builders.resolve_durations(config, train_examples or 0)
-  except ValueError as e:
+    durations = setup.resolve_durations(config, train_examples or 0)
+  except UserError as e:
     hint = ""
     if not train_examples:
       hint = (" The plan needs the training set's nominal size to turn epochs "
@@ -179,7 +148,7 @@ def resolve(stage: Stage) -> dict[str, Any]:
       "warmup_steps": durations.warmup_steps,
       "epochs": epochs,
       "train_examples": train_examples,
-      "learning_rate": builders.peak_learning_rate(config),
+      "learning_rate": setup.peak_learning_rate(config),
       "momentum": config.momentum,
       "agc_clipping": config.agc_clipping,
       "weight_decay": config.weight_decay,
@@ -232,58 +201,23 @@ def results_row(stage: Stage) -> dict[str, str]:
   plan = resolve(stage)
   variant, resolution = (recorded_run(stage.workdir) or
                          (plan["variant"], plan["eval_resolution"]))
-  results = builders.read_results(stage.workdir)
-  if not results:
+  finished = results.read_results(stage.workdir)
+  if not finished:
     status = "not finished"
   else:
-    status = f"step {results.get('step', '?')}"
+    status = f"step {finished.get('step', '?')}"
   return {
       "stage": stage.name,
       "variant": variant,
       "res": str(resolution),
       "status": status,
-      "top-1": _percent(results.get("eval/top1")),
-      "top-1 EMA": _percent(results.get("eval_ema/top1")),
+      "top-1": _percent(finished.get("eval/top1")),
+      "top-1 EMA": _percent(finished.get("eval_ema/top1")),
       "paper": stage.paper or "-",
   }
 
 
-def format_table(rows: Sequence[dict[str, str]]) -> str:
-  """Rows of equal keys -> an aligned plain-text table (top-1 in %)."""
-  if not rows:
-    return ""
-  columns = list(rows[0])
-  widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
-  lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-  lines.append("  ".join("-" * widths[c] for c in columns))
-  lines += ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in rows]
-  return "\n".join(line.rstrip() for line in lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  if not argv or argv[0] in ("-h", "--help"):
-    print(__doc__)
-    return 0 if argv else 1
-  # A plan never computes; make sure it cannot claim an accelerator either.
-  jax.config.update("jax_platforms", "cpu")
-  show_results = RESULTS_MODE in argv
-  argv = [a for a in argv if a != RESULTS_MODE]
-  try:
-    stages = [parse_stage(group) for group in split_stages(argv)]
-    if not stages:
-      raise PlanError("no stage given; see python -m nfnet.plan --help.")
-    if show_results:
-      print("Top-1 (%) at the end of each stage, raw and EMA weights:")
-      print(format_table([results_row(stage) for stage in stages]))
-    else:
-      for stage in stages:
-        print(json.dumps(resolve(stage)), flush=True)
-  except PlanError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+def results_table(stages: Sequence[Stage]) -> str:
+  """The recipe's closing table: every stage's final top-1, raw and EMA."""
+  return ("Top-1 (%) at the end of each stage, raw and EMA weights:\n" +
+          results.format_table([results_row(stage) for stage in stages]))

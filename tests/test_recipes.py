@@ -1,10 +1,11 @@
-"""The shell recipes: --dry-run plans against the paper's values, inputs,
+"""The recipes: --dry-run plans against the paper's values, inputs,
 multi-host flags, skipping finished stages and the results table.
 
-Every recipe runs as a real `bash` subprocess. Dry runs resolve the real
-configs through `python -m nfnet.plan` (no data, no arrays); the non-dry tests
-stop before any program trains (a missing input, a finished stage), so the
-whole module takes seconds.
+Every recipe runs as a real `bash` subprocess of its script (which runs
+`python -m recipes run NAME`). Dry runs resolve the real configs in-process
+(`recipes/plan.py`: no data, no arrays); the non-dry tests stop before any
+program trains (a missing input, a finished stage), so the whole module takes
+seconds.
 """
 import json
 import math
@@ -15,7 +16,8 @@ import sys
 
 import pytest
 
-from nfnet import plan
+from nfnet.train import results
+from recipes import plan
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -399,15 +401,15 @@ def test_fine_tune_waits_for_a_finished_pretraining(tmp_path, fake_inputs):
 
 
 # ----------------------------------------------------------------------------
-# nfnet.plan itself
+# recipes.plan itself
 # ----------------------------------------------------------------------------
 
 def test_plan_builds_no_arrays_and_claims_no_accelerator():
   code = (
-      "from nfnet import plan\n"
+      "from recipes import __main__ as recipes_main\n"
       "from jax._src import xla_bridge\n"
-      "assert plan.main(['--stage=p', '--program=pretrain', "
-      "'--config=pretrain/configs/jft.py:variant=F4+', '--workdir=/tmp/x']) == 0\n"
+      "assert recipes_main.main(['run', 'jft_f4plus', '--dry-run', "
+      "'--stages=pretrain', '--workdir=/tmp/x']) == 0\n"
       "assert not xla_bridge.backends_are_initialized()\n"
       "import jax; assert jax.config.jax_platforms == 'cpu'\n")
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
@@ -420,28 +422,25 @@ def test_plan_builds_no_arrays_and_claims_no_accelerator():
 def test_plan_explains_what_it_cannot_resolve(tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)
   # Epochs need the nominal dataset size, which a dry run cannot count.
-  stage = plan.parse_stage(["--stage=pt", "--program=pretrain",
-                            "--config=pretrain/configs/jft.py",
+  stage = plan.parse_stage("pt", "pretrain",
+                           ["--config=pretrain/configs/jft.py",
                             f"--workdir={tmp_path}",
                             "--config.data.train_examples=0"])
   with pytest.raises(plan.PlanError, match="train_examples=N"):
     plan.resolve(stage)
   with pytest.raises(plan.PlanError, match="Unknown config argument 'res0'"):
-    plan.parse_stage(["--stage=ft", "--program=finetune",
-                      "--config=finetune/configs/dataset.py:res0=3",
+    plan.parse_stage("ft", "finetune",
+                     ["--config=finetune/configs/dataset.py:res0=3",
                       f"--workdir={tmp_path}"])
   with pytest.raises(plan.PlanError, match="does not exist"):
-    plan.parse_stage(["--stage=ft", "--program=finetune",
-                      "--config=finetune/configs/nope.py", f"--workdir={tmp_path}"])
+    plan.parse_stage("ft", "finetune",
+                     ["--config=finetune/configs/nope.py", f"--workdir={tmp_path}"])
   with pytest.raises(plan.PlanError, match="--workdir is required"):
-    plan.parse_stage(["--stage=ft", "--program=finetune",
-                      "--config=finetune/configs/dataset.py"])
+    plan.parse_stage("ft", "finetune", ["--config=finetune/configs/dataset.py"])
 
 
-def test_split_stages_and_table_layout():
-  assert plan.split_stages(["--stage=a", "--x", "--next", "--stage=b",
-                            "--next"]) == [["--stage=a", "--x"], ["--stage=b"]]
-  table = plan.format_table([{"stage": "pretrain", "top-1": "41.23"},
+def test_table_layout():
+  table = results.format_table([{"stage": "pretrain", "top-1": "41.23"},
                              {"stage": "finetune_384", "top-1": "-"}])
   lines = table.splitlines()
   assert lines[0] == "stage         top-1"
