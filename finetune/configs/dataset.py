@@ -33,13 +33,7 @@ def get_config(arg=None):
   config.batch_size = arg.batch
   config.total_steps = arg.steps
   config.warmup_steps = arg.steps // 10
-  config.lr = 0.1
-  config.lr_batch_scaling = False
-  config.weight_decay = 1e-5
-  config.agc_clipping = 0.01
-  config.sam_rho = 0.05
-  config.sam_ascent_fraction = 0.2
-  config.ema_decay = 0.9999
+  config_base.finetune_recipe(config)
 
   config.log_every_steps = 50
   config.eval_every_steps = 500

@@ -39,13 +39,8 @@ def get_config(arg=None):
   config.batch_size = 2048
   config.total_steps = 15_000
   config.warmup_steps = 5_000
-  config.lr = 0.1
-  config.lr_batch_scaling = False
-  config.weight_decay = 0.0 if is_resnet else 1e-5
-  config.agc_clipping = 0.01
-  config.sam_rho = 0.0 if is_resnet else 0.05
-  config.sam_ascent_fraction = 0.2
-  config.ema_decay = 0.9999
+  config_base.finetune_recipe(config, weight_decay=0.0 if is_resnet else 1e-5,
+                              sam_rho=0.0 if is_resnet else 0.05)
 
   config.log_every_steps = 100
   config.eval_every_steps = 2_500
@@ -53,14 +48,5 @@ def get_config(arg=None):
   config.keep_checkpoints = 2
 
   if arg.runlocal:
-    config.model.variant = "F0"
-    config.model.update(width=0.125, depths=(1, 1, 1, 1), group_size=16,
-                        remat=False, dtype="float32")
-    config.batch_size = 16
-    config.resolution = 64
-    config.total_steps = 20
-    config.warmup_steps = 2
-    config.data.num_workers = 0
-    config.log_every_steps = config.eval_every_steps = 10
-    config.checkpoint_every_steps = 10
+    config_base.runlocal(config, variant="F0")
   return config

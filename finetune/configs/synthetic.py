@@ -20,28 +20,10 @@ from nfnet.train import config_base
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, data_dir="", steps=300, res=48)
   config = config_base.base_config()
-  config.model.update(variant="F0", width=0.25, depths=(1, 1, 1, 1),
-                      group_size=32, dtype="float32", stochdepth_rate=0.0,
-                      drop_rate=0.0)
-  if arg.data_dir:
-    config.data.train = f"arrayrecord:{arg.data_dir}/downstream/train-*.array_record"
-    config.data.eval = f"arrayrecord:{arg.data_dir}/downstream/eval-*.array_record"
-  config.data.num_workers = 0
-  # Labels name every object in the image: crops must keep most of it.
-  config.augment.crop_area_min = 0.5
-  config.loss = "softmax"
-
-  config.resolution = arg.res
-  config.batch_size = 64
-  config.total_steps = arg.steps
+  config_base.synthetic_run(config, arg.data_dir, "downstream", arg.res,
+                            arg.steps)
   config.warmup_steps = arg.steps // 10
-  config.lr = 0.1
-  config.lr_batch_scaling = False
-  config.weight_decay = 1e-5
-  config.agc_clipping = 0.01
-  config.sam_rho = 0.05
-  config.sam_ascent_fraction = 0.2
-  config.ema_decay = 0.99
+  config_base.finetune_recipe(config, ema_decay=0.99)
 
   config.log_every_steps = 50
   config.eval_every_steps = 100

@@ -143,6 +143,90 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+# ----------------------------------------------------------------------------
+# Pieces the program configs share, so each config states only its recipe.
+# ----------------------------------------------------------------------------
+
+# The small-image configs' `:args` (pretrain/ and finetune/configs/small.py).
+SMALL_IMAGE_ARGS = dict(classes=0, res=32, width=0.25, depth=1, batch=64,
+                        crop=0.35, eval_crop=1.0)
+
+
+def small_images(config: ml_collections.ConfigDict, arg) -> None:
+  """A run on small images (CIFAR-like): the small-image model, in-process
+  loading, the crop and eval-crop from `arg` (SMALL_IMAGE_ARGS plus `steps`
+  and `lr`), softmax, an unscaled lr and AGC 0.01."""
+  small_image_model(config.model, arg.width, arg.depth)
+  if arg.classes:
+    config.model.num_classes = arg.classes
+  config.data.num_workers = 0
+  config.augment.crop_area_min = arg.crop
+  # 0: the default (the paper's S / (S + 32), at least 0.875 of each side).
+  config.eval_crop_fraction = arg.eval_crop or None
+  config.loss = "softmax"
+  config.resolution = arg.res
+  config.batch_size = arg.batch
+  config.total_steps = arg.steps
+  config.lr = arg.lr
+  config.lr_batch_scaling = False
+  config.agc_clipping = 0.01
+
+
+def synthetic_run(config: ml_collections.ConfigDict, data_dir: str,
+                  corpus: str, resolution: int, steps: int) -> None:
+  """A run on one corpus of data/synthetic.py's output (`corpus`: pretrain
+  or downstream) with the small-image model, batch 64 at `resolution`."""
+  small_image_model(config.model)
+  if data_dir:
+    config.data.train = f"arrayrecord:{data_dir}/{corpus}/train-*.array_record"
+    config.data.eval = f"arrayrecord:{data_dir}/{corpus}/eval-*.array_record"
+  config.data.num_workers = 0
+  # Labels name every object in the image: crops must keep most of it.
+  config.augment.crop_area_min = 0.5
+  config.loss = "softmax"
+  config.resolution = resolution
+  config.batch_size = 64
+  config.total_steps = steps
+  config.lr_batch_scaling = False
+  config.agc_clipping = 0.01
+
+
+def finetune_recipe(config: ml_collections.ConfigDict, *, lr: float = 0.1,
+                    weight_decay: float = 1e-5, sam_rho: float = 0.05,
+                    ema_decay: float = 0.9999) -> None:
+  """The paper's fine-tune optimizer: SGD at `lr` (not batch-scaled) + AGC
+  0.01, weight decay 1e-5, SAM rho 0.05 on a fifth of each batch, EMA."""
+  config.lr = lr
+  config.lr_batch_scaling = False
+  config.weight_decay = weight_decay
+  config.agc_clipping = 0.01
+  config.sam_rho = sam_rho
+  config.sam_ascent_fraction = 0.2
+  config.ema_decay = ema_decay
+
+
+def runlocal(config: ml_collections.ConfigDict, *, variant: str | None = None,
+             eval_resolution: int | None = None) -> None:
+  """`runlocal=True` of the big recipes: a 20-step smoke run on one CPU (an
+  F-topology at 1/8 width, one block per stage, batch 16 at 64 px)."""
+  if variant is not None:
+    config.model.variant = variant
+  config.model.update(width=0.125, depths=(1, 1, 1, 1), group_size=16,
+                      remat=False, dtype="float32")
+  config.batch_size = 16
+  config.resolution = 64
+  if eval_resolution is not None:
+    config.eval_resolution = eval_resolution
+  config.total_epochs = None
+  config.total_steps = 20
+  config.warmup_epochs = None
+  config.warmup_steps = 2
+  config.data.num_workers = 0
+  config.log_every_steps = config.eval_every_steps = 10
+  config.checkpoint_every_steps = 10
+  config.keep_every_steps = None
+
+
 def model_kwargs(model: ml_collections.ConfigDict, num_classes: int) -> dict:
   """Config -> `NFNet(**kwargs)`, dropping unset optional knobs."""
   kwargs = {k: v for k, v in model.to_dict().items() if v is not None}

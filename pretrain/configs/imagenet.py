@@ -80,17 +80,5 @@ def get_config(arg=None):
   config.keep_every_steps = 25_000
 
   if arg.runlocal:
-    config.model.update(width=0.125, depths=(1, 1, 1, 1), group_size=16,
-                        remat=False, dtype="float32")
-    config.batch_size = 16
-    config.resolution = 64
-    config.eval_resolution = 96
-    config.total_epochs = None
-    config.total_steps = 20
-    config.warmup_epochs = None
-    config.warmup_steps = 2
-    config.data.num_workers = 0
-    config.log_every_steps = config.eval_every_steps = 10
-    config.checkpoint_every_steps = 10
-    config.keep_every_steps = None
+    config_base.runlocal(config, eval_resolution=96)
   return config

@@ -34,27 +34,12 @@ from nfnet.train import config_base
 
 
 def get_config(arg=None):
-  arg = config_base.parse_arg(arg, classes=0, steps=1800, res=32, width=0.25,
-                              depth=1, batch=64, lr=0.4, crop=0.35,
-                              eval_crop=1.0)
+  arg = config_base.parse_arg(arg, **config_base.SMALL_IMAGE_ARGS, steps=1800,
+                              lr=0.4)
   config = config_base.base_config()
-  config_base.small_image_model(config.model, arg.width, arg.depth)
-  if arg.classes:
-    config.model.num_classes = arg.classes
-  config.data.num_workers = 0
-  config.augment.crop_area_min = arg.crop
-  # 0: the default (the paper's S / (S + 32), at least 0.875 of each side).
-  config.eval_crop_fraction = arg.eval_crop or None
-  config.loss = "softmax"
-
-  config.resolution = arg.res
-  config.batch_size = arg.batch
-  config.total_steps = arg.steps
+  config_base.small_images(config, arg)
   config.warmup_steps = max(1, arg.steps // 20)
-  config.lr = arg.lr
-  config.lr_batch_scaling = False
   config.weight_decay = 5e-5
-  config.agc_clipping = 0.01
 
   config.log_every_steps = 100
   config.eval_every_steps = max(1, arg.steps // 4)

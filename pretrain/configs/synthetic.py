@@ -27,29 +27,15 @@ from nfnet.train import config_base
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, data_dir="", steps=1200, res=32, fewshot=True)
   config = config_base.base_config()
-  config.model.update(variant="F0", width=0.25, depths=(1, 1, 1, 1),
-                      group_size=32, dtype="float32", stochdepth_rate=0.0,
-                      drop_rate=0.0)
-  if arg.data_dir:
-    config.data.train = f"arrayrecord:{arg.data_dir}/pretrain/train-*.array_record"
-    config.data.eval = f"arrayrecord:{arg.data_dir}/pretrain/eval-*.array_record"
+  # Softmax over the normalised multi-hot targets (see above).
+  config_base.synthetic_run(config, arg.data_dir, "pretrain", arg.res, arg.steps)
   if arg.data_dir and arg.fewshot:
     config.fewshot.datasets = {"downstream": {
         "train": f"arrayrecord:{arg.data_dir}/downstream/train-*.array_record",
         "test": f"arrayrecord:{arg.data_dir}/downstream/eval-*.array_record"}}
-  config.data.num_workers = 0
-  # Labels name every object in the image: crops must keep most of it.
-  config.augment.crop_area_min = 0.5
-  config.loss = "softmax"  # over the normalised multi-hot targets
-
-  config.resolution = arg.res
-  config.batch_size = 64
-  config.total_steps = arg.steps
   config.warmup_steps = arg.steps // 20
   config.lr = 0.4
-  config.lr_batch_scaling = False
   config.weight_decay = 1e-6
-  config.agc_clipping = 0.01
 
   config.log_every_steps = 50
   config.eval_every_steps = 400
