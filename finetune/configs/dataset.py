@@ -35,8 +35,6 @@ def get_config(arg=None):
   config.warmup_steps = arg.steps // 10
   config_base.finetune_recipe(config)
 
-  config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
-  config.keep_checkpoints = 2
+  config_base.cadence(config, log=50, eval=500,
+                      checkpoint=500, keep=2)
   return config

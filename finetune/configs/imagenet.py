@@ -42,10 +42,8 @@ def get_config(arg=None):
   config_base.finetune_recipe(config, weight_decay=0.0 if is_resnet else 1e-5,
                               sam_rho=0.0 if is_resnet else 0.05)
 
-  config.log_every_steps = 100
-  config.eval_every_steps = 2_500
-  config.checkpoint_every_steps = 1_000
-  config.keep_checkpoints = 2
+  config_base.cadence(config, log=100, eval=2_500,
+                      checkpoint=1_000, keep=2)
 
   if arg.runlocal:
     config_base.runlocal(config, variant="F0")

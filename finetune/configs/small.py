@@ -17,15 +17,10 @@ from nfnet.train import config_base
 
 
 def get_config(arg=None):
-  arg = config_base.parse_arg(arg, **config_base.SMALL_IMAGE_ARGS, steps=300,
-                              lr=0.1)
-  config = config_base.base_config()
-  config_base.small_images(config, arg)
-  config.warmup_steps = max(1, arg.steps // 10)
+  config, arg = config_base.small_image_config(arg, steps=300, lr=0.1,
+                                              warmup_divisor=10)
   config_base.finetune_recipe(config, lr=arg.lr, ema_decay=0.99)
 
-  config.log_every_steps = 50
-  config.eval_every_steps = arg.steps
-  config.checkpoint_every_steps = arg.steps
-  config.keep_checkpoints = 1
+  config_base.cadence(config, log=50, eval=arg.steps,
+                      checkpoint=arg.steps, keep=1)
   return config

@@ -25,8 +25,6 @@ def get_config(arg=None):
   config.warmup_steps = arg.steps // 10
   config_base.finetune_recipe(config, ema_decay=0.99)
 
-  config.log_every_steps = 50
-  config.eval_every_steps = 100
-  config.checkpoint_every_steps = 300
-  config.keep_checkpoints = 1
+  config_base.cadence(config, log=50, eval=100,
+                      checkpoint=300, keep=1)
   return config

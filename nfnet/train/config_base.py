@@ -152,6 +152,28 @@ SMALL_IMAGE_ARGS = dict(classes=0, res=32, width=0.25, depth=1, batch=64,
                         crop=0.35, eval_crop=1.0)
 
 
+def cadence(config: ml_collections.ConfigDict, *, log: int, eval: int,  # pylint: disable=redefined-builtin
+            checkpoint: int, keep: int, keep_every: int | None = None) -> None:
+  """How often the run logs, evaluates and checkpoints, and which
+  checkpoints it keeps (the latest `keep`, plus every `keep_every`-th step)."""
+  config.log_every_steps = log
+  config.eval_every_steps = eval
+  config.checkpoint_every_steps = checkpoint
+  config.keep_checkpoints = keep
+  config.keep_every_steps = keep_every
+
+
+def small_image_config(arg: str | None, *, steps: int, lr: float,
+                       warmup_divisor: int):
+  """(config, parsed arg) of a small-image config (SMALL_IMAGE_ARGS plus
+  `steps` and `lr`), warming up over the first 1/`warmup_divisor` steps."""
+  arg = parse_arg(arg, **SMALL_IMAGE_ARGS, steps=steps, lr=lr)
+  config = base_config()
+  small_images(config, arg)
+  config.warmup_steps = max(1, arg.steps // warmup_divisor)
+  return config, arg
+
+
 def small_images(config: ml_collections.ConfigDict, arg) -> None:
   """A run on small images (CIFAR-like): the small-image model, in-process
   loading, the crop and eval-crop from `arg` (SMALL_IMAGE_ARGS plus `steps`

@@ -73,11 +73,8 @@ def get_config(arg=None):
   config.agc_clipping = 0.01
   config.ema_decay = 0.99999
 
-  config.log_every_steps = 100
-  config.eval_every_steps = 5_000
-  config.checkpoint_every_steps = 2_500
-  config.keep_checkpoints = 3
-  config.keep_every_steps = 25_000
+  config_base.cadence(config, log=100, eval=5_000,
+                      checkpoint=2_500, keep=3, keep_every=25_000)
 
   if arg.runlocal:
     config_base.runlocal(config, eval_resolution=96)

@@ -58,11 +58,8 @@ def get_config(arg=None):
     config.warmup_epochs = 5.0
   config.ema_decay = 0.0
 
-  config.log_every_steps = 100
-  config.eval_every_steps = 10_000
-  config.checkpoint_every_steps = 5_000
-  config.keep_checkpoints = 3
-  config.keep_every_steps = 100_000
+  config_base.cadence(config, log=100, eval=10_000,
+                      checkpoint=5_000, keep=3, keep_every=100_000)
 
   if arg.runlocal:
     config_base.runlocal(config, variant="F0")

@@ -34,15 +34,10 @@ from nfnet.train import config_base
 
 
 def get_config(arg=None):
-  arg = config_base.parse_arg(arg, **config_base.SMALL_IMAGE_ARGS, steps=1800,
-                              lr=0.4)
-  config = config_base.base_config()
-  config_base.small_images(config, arg)
-  config.warmup_steps = max(1, arg.steps // 20)
+  config, arg = config_base.small_image_config(arg, steps=1800, lr=0.4,
+                                              warmup_divisor=20)
   config.weight_decay = 5e-5
 
-  config.log_every_steps = 100
-  config.eval_every_steps = max(1, arg.steps // 4)
-  config.checkpoint_every_steps = max(1, arg.steps // 4)
-  config.keep_checkpoints = 1
+  config_base.cadence(config, log=100, eval=max(1, arg.steps // 4),
+                      checkpoint=max(1, arg.steps // 4), keep=1)
   return config

@@ -37,11 +37,9 @@ def get_config(arg=None):
   config.lr = 0.4
   config.weight_decay = 1e-6
 
-  config.log_every_steps = 50
-  config.eval_every_steps = 400
   config.fewshot_every_steps = 400
   config.fewshot.shots = (1, 5, 10)
   config.fewshot.heldout_per_class = 5
-  config.checkpoint_every_steps = 400
-  config.keep_checkpoints = 2
+  config_base.cadence(config, log=50, eval=400,
+                      checkpoint=400, keep=2)
   return config
