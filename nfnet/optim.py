@@ -288,6 +288,10 @@ def update_ema(ema_params: Params, params: Params, step: jax.Array | int,
   float32 whatever the parameters' dtype.
   """
   d = ema_decay(step, decay)
+  # Not `optax.incremental_update(params, ema, 1 - d)`: that weighs the EMA
+  # by `1 - (1 - d)`, which in float32 is not always `d` (it differs at some
+  # of the first warm-up steps, where d = (1 + t) / (10 + t) < 0.5), so the
+  # average would no longer be the reference's bit for bit.
   return jax.tree_util.tree_map(
       lambda e, p: (d * e.astype(jnp.float32)
                     + (1.0 - d) * p.astype(jnp.float32)),

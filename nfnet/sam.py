@@ -61,6 +61,15 @@ def _leading_batch_size(batch) -> int:
   return sizes.pop()
 
 
+def split_micro_batches(batch, micro_batches: int):
+  """[B, ...] leaves -> [micro_batches, B / micro_batches, ...]: consecutive
+  slices, to `lax.scan` over. Shared by SAM and the train step's gradient
+  accumulation, so both cut a batch into the same micro-batches (and each
+  example keeps its virtual replica id)."""
+  return jax.tree_util.tree_map(
+      lambda x: x.reshape((micro_batches, -1) + x.shape[1:]), batch)
+
+
 def _take_first(batch, n: int):
   return jax.tree_util.tree_map(lambda x: x[:n], batch)
 
@@ -162,8 +171,7 @@ def sam_value_and_grad(loss_fn: Callable[..., Any], *, rho: float = 0.05,
     if micro_batches == 1:
       value, grads = one_replica(params, batch, *args)
     else:
-      split = jax.tree_util.tree_map(
-          lambda x: x.reshape((micro_batches, -1) + x.shape[1:]), batch)
+      split = split_micro_batches(batch, micro_batches)
 
       def body(grad_sum, micro_batch):
         value, grads = one_replica(params, micro_batch, *args)

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from nfnet.errors import UserError
 
 DATA_AXIS = "data"
@@ -51,11 +51,21 @@ def maybe_initialize_distributed(enabled: bool | None = None,
 
 
 def make_data_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D mesh over all (or the first `num_devices`) global devices."""
+  """A 1-D mesh over all (or the first `num_devices`) global devices.
+
+  `jax.make_mesh` orders the devices for the interconnect (a ring on TPU).
+  Its axes default to Explicit sharding; the steps are written for Auto (the
+  `Mesh` default), so that is asked for. It refuses multi-slice topologies,
+  where one data axis over every slice's devices is still the right mesh for
+  pure data parallelism: those get a plain `Mesh`.
+  """
   devices = jax.devices()
   if num_devices is not None:
     devices = devices[:num_devices]
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  if len({getattr(d, "slice_index", 0) for d in devices}) > 1:
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+  return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                       axis_types=(AxisType.Auto,), devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -77,10 +87,6 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
     raise UserError(
         f"batch_size={global_batch_size} is not divisible by the {processes} "
         "processes.")
-
-
-def host_batch_size(global_batch_size: int) -> int:
-  return global_batch_size // jax.process_count()
 
 
 def to_global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> Any:

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from nfnet import optim
 from nfnet.model import NFNet, normalize_images
 from nfnet.train.parallel import DATA_AXIS
-from nfnet.sam import sam_value_and_grad
+from nfnet.sam import sam_value_and_grad, split_micro_batches
 from nfnet.errors import UserError
 
 LOSSES = ("softmax", "sigmoid")
@@ -115,8 +115,7 @@ def _accumulated_value_and_grad(loss_fn, params, batch, micro_batches: int):
   """Mean loss/aux and gradient over `micro_batches` sequential slices."""
   if micro_batches == 1:
     return jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
-  split = jax.tree_util.tree_map(
-      lambda x: x.reshape((micro_batches, -1) + x.shape[1:]), batch)
+  split = split_micro_batches(batch, micro_batches)
 
   def body(carry, micro):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro)
