@@ -58,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   jobs = [(p, args.index_dir, args.check_crc) for p in paths]
   total_records, all_bad = 0, []
   context = multiprocessing.get_context("spawn")
-  with progress.Progress(len(paths), "Indexing", unit="shards") as bar, \
+  with progress.progress_bar(len(paths), "Indexing", unit="shards") as bar, \
       context.Pool(max(1, min(args.workers, len(paths)))) as pool:
     for path, count, where, bad in pool.imap_unordered(_index_one, jobs):
       total_records += count

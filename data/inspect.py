@@ -102,8 +102,8 @@ def inspect_source(source: sources_lib.Source, *, check: bool = False, sample: i
   labels_per_example = collections.Counter()
   class_counts = collections.Counter()
   corrupt = []
-  bar = progress.Progress(len(positions), "Checking" if check else "Scanning labels",
-                          stream=sys.stderr if show_progress else open(os.devnull, "w"))
+  bar = progress.progress_bar(len(positions), "Checking" if check else "Scanning labels",
+                              show=show_progress)
   if workers > 1 and len(chunks) > 1:
     pool = multiprocessing.get_context("spawn").Pool(
         min(workers, len(chunks)), initializer=_init_worker, initargs=(source,))

@@ -38,7 +38,7 @@ import jax
 
 import nfnet
 from data import loader, sources
-from data.progress import Progress
+from data.progress import progress_bar
 from nfnet.errors import UserError
 from nfnet.train import cli, evaluation, parallel, training
 from nfnet.train.metrics import quiet_library_logs
@@ -66,7 +66,7 @@ def with_progress(batches: Iterable[dict], total: int, label: str,
   if not show:
     yield from batches
     return
-  with Progress(total, label, unit="batches") as bar:
+  with progress_bar(total, label, unit="batches") as bar:
     for batch in batches:
       yield batch
       bar.update()

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import io
 import json
 import os
 import sys
@@ -46,7 +45,7 @@ import numpy as np
 
 import nfnet
 from data import decode, sources, transforms
-from data.progress import Progress
+from data.progress import progress_bar
 from nfnet import loading
 from nfnet.errors import UserError
 from nfnet.train.cli import USER_ERRORS
@@ -165,8 +164,8 @@ def predict(weights: str, paths: Sequence[str], *, top_k: int = 5,
   forward = make_forward(model, info["loss"])
   params = jax.device_put(params)
   predictions, skipped, features = [], [], []
-  with Progress(len(files), "Predicting", unit="images",
-                stream=sys.stderr if show_progress else io.StringIO()) as bar:
+  with progress_bar(len(files), "Predicting", unit="images",
+                    show=show_progress) as bar:
     for good, images, bad in read_batches(files, config, batch_size):
       for path, why in bad:
         print(f"error: cannot read {path}: {why}; skipped.", file=sys.stderr,
