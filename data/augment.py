@@ -19,7 +19,7 @@ each output's primary source (the first ``B`` rows).
 
 Per program (``AugmentConfig`` / :func:`make_batch_augment`):
 
-- pre-training (REFERENCE section 4): crop + flip only, so no batch transform
+- pre-training (docs/reference.md section 4): crop + flip only, so no batch transform
   at all (``make_batch_augment`` returns None);
 - ImageNet training (section 3): :func:`imagenet_recipe` -- mixing on,
   RandAugment with the variant's (layers, magnitude), label smoothing 0.1.

@@ -1,4 +1,4 @@
-"""Inputs of the few-shot probes run during pre-training (nfnet/fewshot.py).
+"""Inputs of the few-shot probes run during pre-training (pretrain/fewshot.py).
 
 For each downstream set named in ``config.fewshot.datasets``
 (``name -> {"train": SOURCE, "test": SOURCE}``, single-label sources):
@@ -48,7 +48,7 @@ class SubsetSource(sources.Source):
 
 @dataclasses.dataclass
 class FewShotData:
-  """What ``nfnet.fewshot.run_probes`` reads for one downstream set."""
+  """What ``pretrain.fewshot.run_probes`` reads for one downstream set."""
 
   name: str
   num_classes: int

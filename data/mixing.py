@@ -1,4 +1,4 @@
-"""MixUp / CutMix on halves of a batch, and label smoothing (REFERENCE.md section 3).
+"""MixUp / CutMix on halves of a batch, and label smoothing (docs/reference.md section 3).
 
 The training recipe mixes every output image from two *distinct* source
 images: the batch transform is handed ``2B`` examples and emits ``B``. Output

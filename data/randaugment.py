@@ -1,4 +1,4 @@
-"""RandAugment as used to train NFNets (REFERENCE.md section 3).
+"""RandAugment as used to train NFNets (docs/reference.md section 3).
 
 Each of ``num_layers`` layers picks one of the 16 ops below uniformly at random
 and always applies it (there is no per-op probability), at one fixed magnitude
@@ -25,7 +25,7 @@ AutoContrast, Equalize, Invert
 
 The magnitude depends on the model variant (5 for F0, 10 for F1-F2, 15 for
 F3-F7; the "+" variants share their base variant's). ``data/`` may not import
-``nfnet/``, so the variant -> (layers, magnitude) table of REFERENCE.md
+``nfnet/``, so the variant -> (layers, magnitude) table of docs/reference.md
 section 1 is kept here as data: call :func:`randaugment_for_variant`, or pass
 ``num_layers`` / ``magnitude`` explicitly (the programs' configs do the latter
 when a user overrides them). Magnitudes above 10 are allowed, as in the paper:
@@ -56,7 +56,7 @@ from data.errors import DataError
 FILL_VALUE = 128
 MAX_LEVEL = 10.0
 
-# REFERENCE.md section 1: variant -> (RandAugment layers, magnitude). The "+"
+# docs/reference.md section 1: variant -> (RandAugment layers, magnitude). The "+"
 # variants (wider) use the same augmentation as their base variant. The
 # NF-ResNet baselines train at 224 px, where the paper's F1 uses magnitude 10
 # (the same choice as nfnet/variants.py; a test keeps the two tables equal).

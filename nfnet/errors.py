@@ -10,3 +10,7 @@ catching ValueError (and tests written against it) keep working.
 class UserError(ValueError):
   """Something the user asked for that cannot be done; the message says why
   and what to change."""
+
+
+class WeightImportError(UserError):
+  """A weight file that cannot be read, or does not match the model."""

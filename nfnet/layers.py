@@ -5,7 +5,7 @@
   Gaussian input at unit variance (the `act(x) * gamma` of the paper).
 * `SqueezeExcite`, `StochasticDepth`, `avg_pool_same`.
 
-Numerics follow the DeepMind reference (REFERENCE.md section 2). The timm port
+Numerics follow the DeepMind reference (docs/reference.md section 2). The timm port
 standardizes with an additive epsilon instead of a floor: `ws_eps_mode="add"`
 reproduces it so imported timm weights compute exactly what timm computes.
 """
@@ -88,7 +88,7 @@ def standardize_weight(kernel: jax.Array, gain: jax.Array, *, eps: float = 1e-4,
 
 def resolve_conv_impl(conv_impl: str) -> str:
   """'auto' -> 'per_group' on XLA:CPU (grouped convs are 4-10x slower there,
-  DESIGN.md), 'native' on GPU/TPU."""
+  docs/design.md), 'native' on GPU/TPU."""
   if conv_impl == "auto":
     return "per_group" if jax.default_backend() == "cpu" else "native"
   if conv_impl not in ("native", "per_group"):

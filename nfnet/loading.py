@@ -30,7 +30,7 @@
     config           the run's resolved config as a dict (checkpoints only)
 
 Nothing heavy is imported until `load` is called: orbax and grain come in
-with `nfnet.checkpoints` only when a checkpoint directory is read.
+with `nfnet/weights/run_checkpoint.py` only when a checkpoint directory is read.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ import os
 from typing import Any
 
 from nfnet import convert
+from nfnet.weights import run_checkpoint
 from nfnet.errors import UserError
 
 KINDS = ("checkpoint", "converted", "deepmind", "timm")
@@ -105,9 +106,8 @@ def load(path: str | os.PathLike, *, ema: bool = False,
   if kind == "converted":
     model, params = convert.load_converted(path, **model_overrides)
     return model, params, _imported_info(kind, path, model)
-  from nfnet.train import checkpoints  # pylint: disable=import-outside-toplevel
-  step_dir = checkpoints.find_checkpoint_step_dir(path)
-  params, run = checkpoints.load_checkpoint_params(step_dir, ema=ema)
+  step_dir = run_checkpoint.find_checkpoint_step_dir(path)
+  params, run = run_checkpoint.load_checkpoint_params(step_dir, ema=ema)
   model = convert.model_from_description(run["model"], **model_overrides)
   return model, params, _checkpoint_info(path, step_dir, run, ema)
 

@@ -8,7 +8,7 @@
     ema_params = update_ema(ema_params, params, step, decay=0.99999)
 
 One step, per parameter leaf, exactly as the DeepMind reference
-(`nfnets/optim.py: SGD_AGC`, REFERENCE.md section 3):
+(`nfnets/optim.py: SGD_AGC`, docs/reference.md section 3):
 
     g = agc(g, p)          unit-wise clipping of the raw gradient (not classifier/kernel)
     g = g + wd * p         coupled weight decay (kernels only)

@@ -1,4 +1,4 @@
-"""The NFNet and NF-ResNet families as data (REFERENCE.md section 1).
+"""The NFNet and NF-ResNet families as data (docs/reference.md section 1).
 
 Nothing here builds a module: `model.py` reads these tables, `info.py` prints
 them, and the programs pick per-variant defaults (resolution, dropout,

@@ -26,7 +26,8 @@ from ml_collections import config_flags
 
 from nfnet import variants
 from nfnet.errors import UserError
-from nfnet.train import checkpoints, results, setup
+from nfnet.train import results, setup
+from nfnet.weights import run_checkpoint
 
 PROGRAMS = ("pretrain", "finetune")
 # The environment the programs read besides their flags (multi-host setup, the
@@ -183,8 +184,8 @@ def recorded_run(workdir: str) -> tuple[str, int] | None:
   """(variant, eval resolution) as the workdir's latest checkpoint records
   them, or None before the first checkpoint."""
   try:
-    step_dir = checkpoints.find_checkpoint_step_dir(workdir)
-    saved = checkpoints.read_checkpoint_config(step_dir)
+    step_dir = run_checkpoint.find_checkpoint_step_dir(workdir)
+    saved = run_checkpoint.read_checkpoint_config(step_dir)
   except (FileNotFoundError, NotADirectoryError):
     return None
   config = saved["config"]

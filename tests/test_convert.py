@@ -1,7 +1,7 @@
 """Importing DeepMind and timm NFNet weights (nfnet/convert.py).
 
 The source files are built here, by writers that follow the sources' own
-layouts (REFERENCE.md section 5, timm/models/nfnet.py), not nfnet.convert's
+layouts (docs/reference.md section 5, timm/models/nfnet.py), not nfnet.convert's
 tables; timm weights are checked against a small NumPy re-implementation of
 timm's forward pass.
 """
@@ -28,6 +28,7 @@ from finetune import main as finetune_main
 from finetune.configs import synthetic as finetune_synthetic
 from nfnet import convert
 from nfnet.train import checkpoints, setup
+from nfnet.weights import run_checkpoint
 from nfnet.train import state as state_lib
 from nfnet import variants
 from nfnet.info import abstract_params
@@ -48,7 +49,7 @@ TIMM_TINY = dict(widths=(32, 64, 192, 192), depths=(1, 2, 1, 2), group_size=16,
 
 
 def to_haiku_layout(params):
-  """Our params -> DeepMind's {module path: {leaf: array}} (REFERENCE s.5)."""
+  """Our params -> DeepMind's {module path: {leaf: array}} (docs/reference.md s.5)."""
   haiku = {}
 
   def put(module, leaf, value):
@@ -533,7 +534,7 @@ def test_finetune_runs_from_a_deepmind_pickle(tmp_path, downstream_corpus,
   assert_backbone_loaded_and_head_fresh(state_lib.initial_params(model, config), source, fresh)
   metrics = finetune_main.train(config, str(tmp_path / "ft"))
   assert metrics["eval/examples"] == 16 and np.isfinite(metrics["eval/top1"])
-  assert os.listdir(tmp_path / "ft" / checkpoints.CHECKPOINT_DIRNAME) == ["2"]
+  assert os.listdir(tmp_path / "ft" / run_checkpoint.CHECKPOINT_DIRNAME) == ["2"]
 
 
 def test_finetune_starts_from_timm_weights_with_timm_numerics(

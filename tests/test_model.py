@@ -1,4 +1,4 @@
-"""The NFNet family against REFERENCE.md sections 1-2."""
+"""The NFNet family against docs/reference.md sections 1-2."""
 import json
 import subprocess
 import sys
@@ -14,7 +14,7 @@ from nfnet import layers
 from nfnet.info import abstract_params, describe
 from nfnet.model import NFBlock, block_specs, count_params
 
-# REFERENCE.md section 1: exact parameter counts (1000 classes) and MACs at test px.
+# docs/reference.md section 1: exact parameter counts (1000 classes) and MACs at test px.
 REFERENCE_COUNTS = {
     "F0": (71_489_284, 12.38e9), "F1": (132_634_256, 35.54e9),
     "F2": (193_779_228, 62.59e9), "F3": (254_924_200, 114.76e9),

@@ -15,7 +15,7 @@ import pytest
 from flax import traverse_util
 
 from data import synthetic
-from nfnet.train import checkpoints
+from nfnet.weights import run_checkpoint
 
 _WORKER = textwrap.dedent("""
     import json, sys
@@ -80,8 +80,8 @@ def test_two_processes_train_like_one(corpus, tmp_path):
   assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(os.listdir(data_dir))
   # Each process read half of every global batch: together, the same
   # examples as one process, hence the same parameters.
-  a, _ = checkpoints.load_checkpoint_params(str(tmp_path / "two"))
-  b, _ = checkpoints.load_checkpoint_params(str(tmp_path / "one"))
+  a, _ = run_checkpoint.load_checkpoint_params(str(tmp_path / "two"))
+  b, _ = run_checkpoint.load_checkpoint_params(str(tmp_path / "one"))
   flat_a, flat_b = (traverse_util.flatten_dict(p, sep="/") for p in (a, b))
   for key in flat_a:
     np.testing.assert_allclose(flat_a[key], flat_b[key], rtol=1e-4, atol=1e-6,

@@ -1,4 +1,4 @@
-"""nfnet.optim against an independent NumPy transcription of REFERENCE.md section 3.
+"""nfnet.optim against an independent NumPy transcription of docs/reference.md section 3.
 
 The reference step, per leaf, in float64:
   AGC on the raw gradient (all leaves but classifier/kernel), then `g + wd * p`

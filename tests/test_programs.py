@@ -11,6 +11,7 @@ from data import synthetic
 from finetune import main as finetune_main
 from finetune.configs import synthetic as finetune_synthetic
 from nfnet.train import checkpoints, metrics, results, setup
+from nfnet.weights import run_checkpoint
 from nfnet.train import state as state_lib
 from pretrain import main as pretrain_main
 from pretrain.configs import synthetic as pretrain_synthetic
@@ -45,7 +46,7 @@ def pretrained(corpus, tmp_path_factory):
 
 
 def _step_dir(workdir, step):
-  return os.path.join(workdir, checkpoints.CHECKPOINT_DIRNAME, str(step))
+  return os.path.join(workdir, run_checkpoint.CHECKPOINT_DIRNAME, str(step))
 
 
 def test_pretrain_writes_checkpoints_events_and_results(pretrained):
@@ -55,7 +56,7 @@ def test_pretrain_writes_checkpoints_events_and_results(pretrained):
   assert {"config", "data", "state"} <= set(os.listdir(_step_dir(workdir, 6)))
   assert any(f.startswith("events.out.tfevents")
              for f in os.listdir(os.path.join(workdir, "tensorboard")))
-  saved = checkpoints.read_checkpoint_config(_step_dir(workdir, 6))
+  saved = run_checkpoint.read_checkpoint_config(_step_dir(workdir, 6))
   assert saved["model"]["variant"] == "F0" and saved["model"]["num_classes"] == 1000
   assert saved["total_steps"] == 6
   assert 0 <= metrics["eval/top1"] <= 1 and metrics["eval/examples"] == 40
@@ -69,8 +70,8 @@ def test_resumed_run_matches_the_unbroken_run(pretrained, corpus, tmp_path):
   resumed = str(tmp_path / "resumed")
   shutil.copytree(_step_dir(unbroken, 3), _step_dir(resumed, 3))
   pretrain_main.train(_pretrain_config(corpus), resumed)
-  a, _ = checkpoints.load_checkpoint_params(_step_dir(unbroken, 6))
-  b, _ = checkpoints.load_checkpoint_params(_step_dir(resumed, 6))
+  a, _ = run_checkpoint.load_checkpoint_params(_step_dir(unbroken, 6))
+  b, _ = run_checkpoint.load_checkpoint_params(_step_dir(resumed, 6))
   flat_a, flat_b = (traverse_util.flatten_dict(p, sep="/") for p in (a, b))
   assert flat_a.keys() == flat_b.keys()
   for key in flat_a:
@@ -79,7 +80,7 @@ def test_resumed_run_matches_the_unbroken_run(pretrained, corpus, tmp_path):
       _step_dir(w, 6), "data", "process_0-of-1.json")).read()
   assert data_state(unbroken) == data_state(resumed)  # same batches consumed
   # And the run really moved between steps 3 and 6.
-  c, _ = checkpoints.load_checkpoint_params(_step_dir(unbroken, 3))
+  c, _ = run_checkpoint.load_checkpoint_params(_step_dir(unbroken, 3))
   assert not np.array_equal(c["classifier"]["kernel"], a["classifier"]["kernel"])
 
 
@@ -91,7 +92,7 @@ def test_finetune_restores_backbone_and_replaces_head(pretrained, corpus,
   config.init_from = workdir
   model = setup.build_model(config, num_classes=16)
   params = state_lib.initial_params(model, config)
-  source, _ = checkpoints.load_checkpoint_params(workdir)
+  source, _ = run_checkpoint.load_checkpoint_params(workdir)
   fresh = state_lib.init_params(model, config.resolution, config.seed)
   assert_backbone_loaded_and_head_fresh(params, source, fresh)
   assert params["classifier"]["kernel"].shape == (int(1536 * 0.125) * 2, 16)

@@ -29,7 +29,7 @@ RECIPE_ENV = ("PRETRAIN_DATA", "PRETRAIN_EVAL", "IMAGENET_DIR", "IMAGENET_TRAIN"
               "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
               "JAX_PLATFORMS")
 
-JFT_IMAGES = 300_000_000          # REFERENCE section 4: JFT-300M
+JFT_IMAGES = 300_000_000          # docs/reference.md section 4: JFT-300M
 IMAGENET21K_IMAGES = 13_151_276   # winter21 release
 FINETUNE_RESOLUTIONS = (224, 320, 384)
 
@@ -55,7 +55,7 @@ def steps(epochs, images, batch):
 
 
 # ----------------------------------------------------------------------------
-# jft_f4plus.sh: the paper's F4+ recipe (REFERENCE section 4)
+# jft_f4plus.sh: the paper's F4+ recipe (docs/reference.md section 4)
 # ----------------------------------------------------------------------------
 
 def test_jft_f4plus_dry_run_is_the_papers_recipe(tmp_path):
@@ -188,7 +188,7 @@ def test_imagenet21k_dry_run_and_its_options(tmp_path):
 
 IMAGENET_IMAGES = 1_281_167
 
-# REFERENCE section 1: (train px, test px, dropout, RandAugment magnitude).
+# docs/reference.md section 1: (train px, test px, dropout, RandAugment magnitude).
 FROM_SCRATCH = {"F0": (192, 256, 0.2, 5), "F6": (448, 576, 0.5, 15)}
 
 

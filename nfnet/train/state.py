@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 from nfnet import convert
 from nfnet.model import NFNet
 from nfnet.train import checkpoints, parallel, training
+from nfnet.weights import run_checkpoint
 
 
 def init_params(model: NFNet, resolution: int, seed: int) -> Any:
@@ -86,7 +87,7 @@ def restore_or_initialize(manager, model: NFNet, tx, config, mesh: Mesh,
   if latest is not None:
     # A workdir holding another model's checkpoint is a user error, not an
     # orbax shape error: compare the recorded model before touching arrays.
-    saved = checkpoints.read_checkpoint_config(
+    saved = run_checkpoint.read_checkpoint_config(
         os.path.join(str(manager.directory), str(latest)))
     checkpoints.check_same_architecture(
         convert.model_from_description(saved["model"]), model,

@@ -3,7 +3,7 @@
 One `jax.jit` over a 1-D `data` mesh. Inside it, the model runs per device
 under `shard_map` (each device sees only its own examples): XLA's SPMD
 partitioner would otherwise all-gather the global batch around every grouped
-convolution (DESIGN.md), and SAM's per-replica ascent needs exactly this
+convolution (docs/design.md), and SAM's per-replica ascent needs exactly this
 per-device view anyway. Gradients are averaged with `pmean`; the optimizer
 update, EMA and metrics then run on the replicated state.
 
