@@ -119,23 +119,23 @@ def convert(source: sources_lib.Source, out_dir: str, *, split: str = "train",
   counter = context.Value("q", 0)
   todo = sum(stop - start for _, start, stop in jobs)
   written, skipped = 0, []
-  stream = sys.stderr if show_progress else open(os.devnull, "w")
-  with progress.Progress(todo, f"Converting to {out_dir}", stream=stream) as bar:
+  with progress.progress_bar(todo, f"Converting to {out_dir}",
+                             show=show_progress) as bar:
     if workers > 1 and len(jobs) > 1:
       with context.Pool(min(workers, len(jobs)), initializer=_init_worker,
                         initargs=(source, counter, skip_corrupt)) as pool:
         pending = pool.map_async(_write_shard, jobs)
         while not pending.ready():
           pending.wait(0.5)
-          bar.update(counter.value - bar.done)
+          bar.update(counter.value - bar.n)
         results = pending.get()
     else:
       _init_worker(source, counter, skip_corrupt)
       results = []
       for job in jobs:
         results.append(_write_shard(job))
-        bar.update(counter.value - bar.done)
-    bar.update(counter.value - bar.done)
+        bar.update(counter.value - bar.n)
+    bar.update(counter.value - bar.n)
   for _, count, skipped_here in results:
     written += count
     skipped.extend(skipped_here)
