@@ -4,9 +4,10 @@
     python -m recipes list
     python -m recipes run NAME [--dry-run] [options] [-- ARGS for every stage]
 
-`recipes/registry.py` holds `RECIPES` (name -> its stages), `recipes/run.py`
-the options, input checks and the runner, `recipes/plan.py` what one stage
-resolves to. The `recipes/*.sh` scripts are `python -m recipes run NAME`.
+`recipes/registry.py` holds `RECIPES` (name -> its stages),
+`recipes/options.py` a recipe's options and --help, `recipes/inputs.py` its
+data options and their checks, `recipes/run.py` the runner, and
+`recipes/plan.py` what one stage resolves to. The `recipes/*.sh` scripts are `python -m recipes run NAME`.
 """
 from recipes.registry import RECIPES, Recipe, Stage
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import jax
 
-from recipes import plan, registry, run
+from recipes import options, plan, registry, run
 
 USAGE = """usage: python -m recipes list
        python -m recipes run NAME [--dry-run] [options] [-- ARGS]   (NAME --help for its options)
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   jax.config.update("jax_platforms", "cpu")
   try:
     return run.run_recipe(argv[1], argv[2:])
-  except run.RecipeError as e:
+  except options.RecipeError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except plan.PlanError as e:
