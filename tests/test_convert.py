@@ -48,7 +48,8 @@ TIMM_TINY = dict(widths=(32, 64, 192, 192), depths=(1, 2, 1, 2), group_size=16,
 
 
 def to_haiku_layout(params):
-  """Our params -> DeepMind's {module path: {leaf: array}} (REFERENCE s.5)."""
+  """Our params -> DeepMind's {module path: {leaf: array}}, through our own
+  names: for tests whose point is not the name mapping."""
   haiku = {}
 
   def put(module, leaf, value):
