@@ -146,3 +146,14 @@ def test_train_step_ema_averages_post_update_params_with_warmed_up_decay(
   # The EMA really lags the weights (the check above is not trivially equal).
   assert max(float(np.max(np.abs(e - p)))
              for e, p in zip(flat(state.ema_params), flat(state.params))) > 1e-4
+
+
+# ----------------------------------------------------------------------------
+# Virtual replica ids (the per-micro-batch dropout keys; the masks themselves
+# are checked on 8 devices in test_training_sharded.py)
+# ----------------------------------------------------------------------------
+
+def test_virtual_replica_ids_follow_device_and_micro_batch():
+  ids = training.virtual_replica_ids(8, 4, 2)
+  np.testing.assert_array_equal(ids, [8, 8, 9, 9, 10, 10, 11, 11])
+  np.testing.assert_array_equal(training.virtual_replica_ids(4, 1, 3), [3, 3, 3, 3])
