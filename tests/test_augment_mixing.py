@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data import augment, mixing
-from data.randaugment import RandAugment
+from data import randaugment as ra_ops
 
 NUM_CLASSES = 128
 
@@ -159,29 +159,64 @@ def test_pretraining_crop_flip_only_has_no_batch_transform():
   assert augment.make_batch_augment(only_smoothing, 1000).input_multiplier == 1
 
 
-def test_batch_transform_is_mix_then_randaugment_then_smoothing():
-  config = augment.imagenet_recipe("F1")
-  transform = augment.BatchAugment(config, NUM_CLASSES)
-  batch = _batch(16)
-  out = transform(batch, np.random.default_rng(11))
+def _constant_batch(batch_size, size=16):
+  """2B examples: primaries black, partners 200, labels 0..2B-1."""
+  images, _, labels = _constant_sources(batch_size, size)
+  return {"image": images, "label": labels.astype(np.int32), "index": np.arange(2 * batch_size)}
 
-  rng = np.random.default_rng(11)  # the same stream, step by step
-  images, targets, _ = mixing.mix_halves(batch["image"],
-                                         mixing.one_hot(batch["label"], NUM_CLASSES), rng)
-  order = [0, 4, 1, 5, 2, 6, 3, 7]  # MixUp and CutMix rows alternate
-  images, targets = images[order], targets[order]
-  images = RandAugment(4, 10)(images, rng)
-  targets = mixing.smooth_labels(targets, 0.1)
 
-  np.testing.assert_array_equal(out["image"], images)
-  np.testing.assert_allclose(out["targets"], targets)
-  assert out["image"].dtype == np.uint8 and out["image"].shape == (8, 24, 24, 3)
+def _primary_weights(out, smoothing):
+  """Each row's primary-source weight, read back from its smoothed target."""
+  rows = np.arange(len(out["index"]))
+  return (out["targets"][rows, out["index"]] - smoothing / NUM_CLASSES) / (1 - smoothing)
+
+
+def test_batch_transform_mixes_interleaves_then_smooths():
+  batch_size, smoothing = 8, 0.1
+  transform = augment.BatchAugment(
+      augment.AugmentConfig(mixup_cutmix=True, label_smoothing=smoothing), NUM_CLASSES)
+  out = transform(_constant_batch(batch_size), np.random.default_rng(11))
+
+  assert out["image"].dtype == np.uint8 and out["image"].shape == (8, 16, 16, 3)
   assert out["targets"].dtype == np.float32 and out["targets"].shape == (8, NUM_CLASSES)
   assert "label" not in out
-  np.testing.assert_array_equal(out["index"], order)  # primary rows kept
-  # Smoothed after mixing: every class keeps at least 0.1 / C, rows sum to one.
-  assert out["targets"].min() == pytest.approx(0.1 / NUM_CLASSES)
-  np.testing.assert_allclose(out["targets"].sum(1), 1.0, rtol=1e-5)
+  # MixUp rows 0-3 and CutMix rows 4-7 alternate; each keeps its primary's fields.
+  np.testing.assert_array_equal(out["index"], [0, 4, 1, 5, 2, 6, 3, 7])
+  weights = _primary_weights(out, smoothing)
+  floor = smoothing / NUM_CLASSES
+  for row, (primary, w) in enumerate(zip(out["index"], weights)):
+    partner = primary + batch_size
+    target = out["targets"][row]
+    # (1 - s) * (w one_hot(primary) + (1 - w) one_hot(partner)) + s / C.
+    assert target[partner] == pytest.approx((1 - smoothing) * (1 - w) + floor, abs=1e-6)
+    others = np.delete(target, [primary, partner])
+    np.testing.assert_allclose(others, floor, rtol=1e-6)
+    assert target.sum() == pytest.approx(1.0, abs=1e-5)
+    partner_share = out["image"][row, ..., 0] / 200  # 0 = primary pixel, 1 = partner
+    if row % 2 == 0:  # MixUp: one flat blend at 200 (1 - w), rounded
+      assert len(np.unique(out["image"][row])) == 1
+      assert partner_share.mean() == pytest.approx(1 - w, abs=0.5 / 200 + 1e-6)
+    else:  # CutMix: the partner's pixel share is its label weight
+      assert set(np.unique(out["image"][row])) <= {0, 200}
+      assert partner_share.mean() == pytest.approx(1 - w, abs=1e-6)
+
+
+def test_randaugment_runs_on_the_mixed_images(monkeypatch):
+  """Every RandAugment op made Posterize(1 bit), a non-linear map: after
+  mixing, a MixUp row of 0 and 200 posterizes to 0 or 128 (by whether the
+  blend reaches 128); posterizing the sources first would blend 0 and 128."""
+  for name in ra_ops.OP_NAMES:
+    monkeypatch.setitem(ra_ops._OPS, name, lambda image, *args: ra_ops.posterize(image, 1))
+  transform = augment.BatchAugment(
+      augment.AugmentConfig(mixup_cutmix=True, randaugment_layers=1,
+                            randaugment_magnitude=10), NUM_CLASSES)
+  out = transform(_constant_batch(8), np.random.default_rng(3))
+  weights = _primary_weights(out, 0.0)
+  blends = [w for row, w in enumerate(weights) if row % 2 == 0 and 0.01 < w < 0.99]
+  assert blends  # some MixUp rows are real blends (Beta(0.2, 0.2) is U-shaped)
+  for row in range(0, 8, 2):
+    blend = round(200 * (1 - weights[row]))
+    assert (out["image"][row] == (128 if blend >= 128 else 0)).all()
 
 
 def test_batch_transform_accepts_multi_hot_targets():

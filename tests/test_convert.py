@@ -1,9 +1,11 @@
 """Importing DeepMind and timm NFNet weights (nfnet/convert.py).
 
 The source files are built here, by writers that follow the sources' own
-layouts (docs/reference.md section 5, timm/models/nfnet.py), not nfnet.convert's
-tables; timm weights are checked against a small NumPy re-implementation of
-timm's forward pass.
+layouts (DeepMind's nfnets/nfnet.py module names, timm/models/nfnet.py), not
+nfnet.convert's tables. Each format is checked against a small NumPy
+re-implementation of its source's forward pass that reads the file's tensors
+by their own names: DeepMind's Haiku NFNet (nfnets/nfnet.py, nfnets/base.py)
+and timm's NormFreeNet.
 """
 import json
 import os
@@ -49,7 +51,8 @@ TIMM_TINY = dict(widths=(32, 64, 192, 192), depths=(1, 2, 1, 2), group_size=16,
 
 
 def to_haiku_layout(params):
-  """Our params -> DeepMind's {module path: {leaf: array}} (docs/reference.md s.5)."""
+  """Our params -> DeepMind's {module path: {leaf: array}}, through our own
+  names: for tests whose point is not the name mapping."""
   haiku = {}
 
   def put(module, leaf, value):
@@ -78,6 +81,57 @@ def to_haiku_layout(params):
         put(f"{block}/~/squeeze_excite/~/{linear}", "w", se["kernel"])
         put(f"{block}/~/squeeze_excite/~/{linear}", "b", se["bias"])
   return haiku
+
+
+def haiku_params(make, widths, depths, group_size, num_classes):
+  """Parameters as DeepMind's Haiku NFNet creates and names them.
+
+  nfnets/nfnet.py: modules are created under "NFNet"; the stem's WSConv2Ds are
+  stem_conv0..3 (16, 32, 64, widths[0] // 2 channels); the NFBlocks are
+  nf_block, nf_block_1, ... (Haiku names the first instance without a
+  suffix), each with conv0 (1x1), conv1 and conv1b (3x3, groups of
+  `group_size`), conv2 (1x1), conv_shortcut (1x1, when the block strides or
+  changes width) and a SqueezeExcite with hk.Linear linear / linear_1
+  (hidden = int(width * 0.5)); then final_conv (1x1, 2x width) and the
+  classifier hk.Linear "linear". WSConv2D leaves: w HWIO, gain [O], bias [O];
+  hk.Linear: w [in, out], b [out]; NFBlock: skip_gain (scalar).
+  `make(shape, kind)` makes each tensor.
+  """
+  params = {}
+
+  def conv(module, out_ch, in_ch, k):
+    params[f"NFNet/~/{module}"] = {"w": make((k, k, in_ch, out_ch), "conv"),
+                                   "gain": make((out_ch,), "gain"),
+                                   "bias": make((out_ch,), "bias")}
+
+  def linear(module, in_ch, out_ch):
+    params[f"NFNet/~/{module}"] = {"w": make((in_ch, out_ch), "dense"),
+                                   "b": make((out_ch,), "bias")}
+
+  in_ch = 3
+  for j, ch in enumerate((16, 32, 64, widths[0] // 2)):
+    conv(f"stem_conv{j}", ch, in_ch, 3)
+    in_ch = ch
+  index = 0
+  for s, (width, depth) in enumerate(zip(widths, depths)):
+    mid = int(width * 0.5) // group_size * group_size
+    for b in range(depth):
+      block = "nf_block" if index == 0 else f"nf_block_{index}"
+      stride = 2 if s > 0 and b == 0 else 1
+      if stride > 1 or in_ch != width:
+        conv(f"{block}/~/conv_shortcut", width, in_ch, 1)
+      conv(f"{block}/~/conv0", mid, in_ch, 1)
+      conv(f"{block}/~/conv1", mid, group_size, 3)
+      conv(f"{block}/~/conv1b", mid, group_size, 3)
+      conv(f"{block}/~/conv2", width, mid, 1)
+      hidden = max(1, int(width * 0.5))
+      linear(f"{block}/~/squeeze_excite/~/linear", width, hidden)
+      linear(f"{block}/~/squeeze_excite/~/linear_1", hidden, width)
+      params[f"NFNet/~/{block}"] = {"skip_gain": make((), "skip")}
+      in_ch, index = width, index + 1
+  conv("final_conv", 2 * in_ch, in_ch, 1)
+  linear("linear", 2 * in_ch, num_classes)
+  return params
 
 
 def timm_state_dict(make, widths, depths, group_size, num_classes):
@@ -259,28 +313,152 @@ def timm_forward(sd, images_nchw, depths):
 
 
 # ---------------------------------------------------------------------------
+# DeepMind's forward pass in NumPy (float64, NHWC, HWIO), from nfnets/nfnet.py
+# (NFNet, NFBlock) and nfnets/base.py (WSConv2D, SqueezeExcite,
+# nonlinearities['gelu']), reading each tensor by its Haiku name.
+# ---------------------------------------------------------------------------
+
+
+def dm_gelu(x):
+  """nonlinearities['gelu']: jax.nn.gelu (tanh approximation) times gamma."""
+  tanh_gelu = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+  return tanh_gelu * GELU_GAMMA
+
+
+def dm_standardized_weight(conv):
+  """WSConv2D.standardize_weight: per output channel over H, W, I,
+  scale = gain * rsqrt(max(var * fan_in, 1e-4)); w * scale - mean * scale."""
+  w = conv["w"].astype(np.float64)
+  fan_in = np.prod(w.shape[:-1])
+  mean, var = w.mean((0, 1, 2), keepdims=True), w.var((0, 1, 2), keepdims=True)
+  scale = conv["gain"] / np.sqrt(np.maximum(var * fan_in, 1e-4))
+  return w * scale - mean * scale
+
+
+def dm_same_pads(size, k, stride):
+  """lax 'SAME': ceil(size / stride) outputs, the odd pixel bottom/right."""
+  total = max((-(-size // stride) - 1) * stride + k - size, 0)
+  return total // 2, total - total // 2
+
+
+def dm_conv(conv, x, stride=1):
+  """WSConv2D: lax.conv_general_dilated (NHWC, HWIO, SAME, grouped) + bias."""
+  w = dm_standardized_weight(conv)
+  k, _, in_per_group, out_ch = w.shape
+  groups = x.shape[-1] // in_per_group
+  padded = np.pad(x, ((0, 0), dm_same_pads(x.shape[1], k, stride),
+                      dm_same_pads(x.shape[2], k, stride), (0, 0)))
+  # [N, H', W', C, k, k] windows at the strided output positions.
+  windows = sliding_window_view(padded, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+  out_per_group = out_ch // groups
+  out = np.concatenate([
+      np.einsum("nhwcij,ijco->nhwo",
+                windows[:, :, :, g * in_per_group:(g + 1) * in_per_group],
+                w[..., g * out_per_group:(g + 1) * out_per_group], optimize=True)
+      for g in range(groups)], axis=-1)
+  return out + conv["bias"]
+
+
+def dm_avg_pool(x):
+  """hk.avg_pool(window 2, stride 2, 'SAME'): the mean of the in-image pixels
+  of each window (Haiku divides by the count of non-padded positions)."""
+  n, h, w, c = x.shape
+  padded = np.full((n, h + h % 2, w + w % 2, c), np.nan)
+  padded[:, :h, :w] = x
+  windows = padded.reshape(n, (h + 1) // 2, 2, (w + 1) // 2, 2, c)
+  return np.nanmean(windows, axis=(2, 4))
+
+
+def dm_squeeze_excite(params, module, x):
+  """SqueezeExcite: mean over H, W -> linear -> ReLU -> linear_1 -> sigmoid."""
+  fc0, fc1 = params[f"{module}/~/linear"], params[f"{module}/~/linear_1"]
+  h = np.maximum(x.mean((1, 2)) @ fc0["w"] + fc0["b"], 0)
+  return 1 / (1 + np.exp(-(h @ fc1["w"] + fc1["b"])))[:, None, None]
+
+
+def deepmind_forward(params, images_nhwc, depths, alpha=ALPHA):
+  """NFNet.__call__(is_training=False)["logits"]."""
+  p = lambda module: params[f"NFNet/~/{module}"]
+  x = images_nhwc.astype(np.float64)
+  for j, stride in enumerate((2, 1, 1, 2)):
+    x = dm_conv(p(f"stem_conv{j}"), x, stride)
+    x = dm_gelu(x) if j < 3 else x
+  expected_std, index = 1.0, 0
+  for s, depth in enumerate(depths):
+    for b in range(depth):
+      block = "nf_block" if index == 0 else f"nf_block_{index}"
+      stride = 2 if s > 0 and b == 0 else 1  # stride_pattern [1, 2, 2, 2]
+      projection = f"NFNet/~/{block}/~/conv_shortcut" in params
+      out = dm_gelu(x) * (1.0 / expected_std)  # beta
+      if stride > 1:
+        shortcut = dm_avg_pool(out)
+        if projection:
+          shortcut = dm_conv(p(f"{block}/~/conv_shortcut"), shortcut)
+      elif projection:
+        shortcut = dm_conv(p(f"{block}/~/conv_shortcut"), out)
+      else:
+        shortcut = x
+      out = dm_conv(p(f"{block}/~/conv0"), out)
+      out = dm_conv(p(f"{block}/~/conv1"), dm_gelu(out), stride)
+      out = dm_conv(p(f"{block}/~/conv1b"), dm_gelu(out))
+      out = dm_conv(p(f"{block}/~/conv2"), dm_gelu(out))
+      out = (dm_squeeze_excite(params, f"NFNet/~/{block}/~/squeeze_excite",
+                               out) * 2) * out
+      x = out * p(block)["skip_gain"] * alpha + shortcut
+      if b == 0:  # reset, but still give it one block of growth
+        expected_std = 1.0
+      expected_std = (expected_std**2 + alpha**2) ** 0.5
+      index += 1
+  x = dm_gelu(dm_conv(p("final_conv"), x))
+  return x.mean((1, 2)) @ p("linear")["w"] + p("linear")["b"]
+
+
+# ---------------------------------------------------------------------------
 # DeepMind pickles.
 # ---------------------------------------------------------------------------
 
 
-def test_deepmind_pickle_round_trip(tmp_path):
-  model = NFNet(**TINY, **convert.DEEPMIND_NUMERICS)
-  params = random_params(model)
+def tiny_haiku_params(seed=0):
+  """TIMM_TINY's net in DeepMind's layout. Two convs get weights so small that
+  var * fan_in is under WSConv2D's 1e-4 floor, so that the floor, not an
+  epsilon added to the variance, sets their scale."""
+  params = haiku_params(random_maker(seed), **TIMM_TINY)
+  for module in ("NFNet/~/stem_conv0", "NFNet/~/nf_block/~/conv_shortcut"):
+    params[module]["w"] = params[module]["w"] * np.float32(0.1)
+  return params
+
+
+def test_deepmind_weights_reproduce_the_reference_forward(tmp_path):
+  haiku = tiny_haiku_params()
   path = tmp_path / "F0_haiku.npz"
   with open(path, "wb") as f:
-    dill.dump(to_haiku_layout(params), f)
+    dill.dump(haiku, f)
 
-  loaded_model, loaded = convert.load_deepmind(path)
+  model, params = convert.load_deepmind(path)
 
-  assert convert.model_to_description(loaded_model) == \
-      convert.model_to_description(model)
-  assert flat(loaded).keys() == flat(params).keys()
-  for key, value in flat(params).items():
-    assert flat(loaded)[key].dtype == np.float32
-    np.testing.assert_array_equal(flat(loaded)[key], value, err_msg=key)
-  images = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
-  np.testing.assert_array_equal(logits(loaded_model, loaded, images),
-                                logits(model, params, images))
+  assert model.stage_widths() == TIMM_TINY["widths"]
+  assert model.stage_depths() == TIMM_TINY["depths"]
+  assert (model.group_size, model.num_classes) == (16, 10)
+  assert count_params(params) == sum(v.size for leaves in haiku.values()
+                                     for v in leaves.values())
+  # 34 px makes odd feature maps (17 -> 9 -> 5 -> 3 -> 2): asymmetric SAME
+  # padding in strided convs and partial windows in the shortcut pooling.
+  images = np.random.default_rng(2).normal(size=(2, 34, 34, 3)).astype(np.float32)
+  reference = deepmind_forward(haiku, images, TIMM_TINY["depths"])
+  ours = logits(model, params, images)
+  # float32 against float64: measured 4e-7 of the logit scale; the tolerance
+  # is 5e-6 of it, under the smallest departure from the reference below.
+  tolerance = 5e-6 * np.abs(reference).max()
+  np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=tolerance)
+
+  # Each reference setting matters at this tolerance: the same weights with
+  # erf GELU (measured 1.4e-4 of the logit scale off) or an epsilon added to
+  # the variance (0.6 off) miss it.
+  description = convert.model_to_description(model)
+  for other_numerics in (dict(activation="gelu_exact"),
+                         dict(ws_eps_mode="add", ws_eps=1e-4)):
+    other = convert.model_from_description(description, **other_numerics)
+    assert np.abs(logits(other, params, images) - reference).max() > 5 * tolerance
 
 
 def test_deepmind_pickle_of_old_haiku_flatmapping_loads(tmp_path, monkeypatch):
@@ -356,9 +534,9 @@ def test_deepmind_mismatches_are_listed_together(tmp_path):
 @pytest.mark.parametrize("variant,num_params", [
     ("F0", 71_489_284), ("F6", 438_359_116), ("F4+", 524_954_484)])
 def test_full_size_deepmind_variant_is_inferred(variant, num_params):
-  abstract = abstract_params(NFNet(variant=variant))
-  zeros = jax.tree.map(lambda s: zeros_maker(s.shape, None), abstract)
-  model, params = convert.convert_haiku_params(to_haiku_layout(zeros))
+  spec = variants.get_variant(variant)
+  haiku = haiku_params(zeros_maker, spec.widths, spec.depths, 128, 1000)
+  model, params = convert.convert_haiku_params(haiku)
   assert convert.model_to_description(model) == convert.model_to_description(
       NFNet(variant=variant, activation="gelu", ws_eps_mode="floor",
             ws_eps=1e-4))

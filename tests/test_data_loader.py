@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import simplejpeg
 
+from data import augment
 from data import loader
 from data import sources
 from data import synthetic
@@ -106,7 +107,7 @@ def test_workers_do_not_change_batches_and_resume_across_workers(indexed_source)
 
 
 def test_iterator_state_round_trips_through_orbax(indexed_source, tmp_path):
-  ocp = pytest.importorskip("orbax.checkpoint")
+  import orbax.checkpoint as ocp
   unbroken = _take(_train(indexed_source), 7)
   iterator = _train(indexed_source)
   _take(iterator, 4)
@@ -263,7 +264,6 @@ def test_batch_transform_returning_wrong_size_is_refused(indexed_source):
 
 
 def test_mixing_augmentation_plugs_into_the_slot(indexed_source):
-  augment = pytest.importorskip("data.augment")
   transform = augment.make_batch_augment(augment.imagenet_recipe("F0"), num_classes=24)
   batch = next(_train(indexed_source, batch_transform=transform))
   assert set(batch) == {"image", "targets"}

@@ -46,7 +46,7 @@ def _write_shards(directory, file_format, records_per_shard, make=_example, pref
 
 
 def test_example_parser_reads_what_tensorflow_writes():
-  example_pb2 = pytest.importorskip("tensorflow.core.example.example_pb2")
+  from tensorflow.core.example import example_pb2
   proto = example_pb2.Example()
   image = _jpeg(0)
   proto.features.feature["image/encoded"].bytes_list.value.append(image)
@@ -61,7 +61,7 @@ def test_example_parser_reads_what_tensorflow_writes():
 
 
 def test_example_writer_is_read_back_by_tensorflow():
-  example_pb2 = pytest.importorskip("tensorflow.core.example.example_pb2")
+  from tensorflow.core.example import example_pb2
   serialized = tf_example.serialize_example({
       "image/encoded": b"\x00\x01bytes", "image/class/label": np.asarray([9, 0, 70000]),
       "image/id": "abc", "empty": np.zeros(0, np.int64), "score": np.asarray([1.5], np.float32)})
@@ -83,7 +83,7 @@ def test_example_parser_rejects_malformed_bytes(bad):
 
 
 def test_tfrecord_index_matches_sequential_reading(tmp_path):
-  tf = pytest.importorskip("tensorflow")
+  import tensorflow as tf
   # Varied record sizes (tiny to 100 kB) so offsets are not regular.
   rng = np.random.default_rng(0)
   records = [rng.bytes(int(n)) for n in rng.integers(0, 100_000, size=40)] + [b""]
@@ -104,7 +104,7 @@ def test_tfrecord_index_matches_sequential_reading(tmp_path):
 
 
 def test_tfrecord_pure_python_framing_is_readable_by_tensorflow(tmp_path):
-  tf = pytest.importorskip("tensorflow")
+  import tensorflow as tf
   path = str(tmp_path / "framed.tfrecord")
   with open(path, "wb") as f:
     for data in (b"first", b"", b"x" * 1000):
@@ -246,7 +246,7 @@ def test_conflicting_dataset_infos_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_tfds_dir(tmp_path_factory):
   """A 3-class TFDS dataset built offline in array_record format; returns its data_dir."""
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds
 
   class TinyColours(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")

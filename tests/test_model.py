@@ -35,7 +35,10 @@ def test_nfnet_params_and_macs_match_reference(variant):
   params, macs = REFERENCE_COUNTS[variant]
   info = describe(variant)
   assert info["params"] == params
-  assert abs(info["macs"] - macs) / macs < 0.005
+  # Measured worst case 3.4e-4 (the reference table rounds to 0.01 GMACs and
+  # counts a few elementwise ops differently); dropping squeeze-excite or a
+  # conv moves every variant by more than 1e-3.
+  assert abs(info["macs"] - macs) / macs < 1e-3
 
 
 @pytest.mark.parametrize("variant", sorted(REFERENCE_RESNET_PARAMS))
@@ -163,9 +166,9 @@ def test_per_group_conv_equals_native_grouped_conv_values_and_grads(rng):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_impl_auto_picks_per_group_on_cpu():
-  assert jax.default_backend() == "cpu"
-  assert layers.resolve_conv_impl("auto") == "per_group"
+def test_conv_impl_auto_picks_per_group_on_cpu_and_native_elsewhere():
+  expected = "per_group" if jax.default_backend() == "cpu" else "native"
+  assert layers.resolve_conv_impl("auto") == expected
   with pytest.raises(ValueError, match="conv_impl"):
     layers.resolve_conv_impl("fast")
 
@@ -247,6 +250,11 @@ def test_bfloat16_logits_close_to_float32(tiny_nfnet_kwargs, rng):
   lf, lb = (jax.jit(m.apply)({"params": params}, images) for m in (f32, bf16))
   assert lb.dtype == jnp.float32
   scale = float(jnp.abs(lf).max())
+  # bfloat16 keeps 8 significant bits (a relative rounding of up to 2^-9 per
+  # op); through ~13 convolutions, SE gating and a head scaled x100 the
+  # difference measured 3.6% of the largest logit here (2.9% with another
+  # seed). 5% is that plus margin for other XLA versions: a real fault in the
+  # bf16 path (a missed cast, a gain or gamma lost) moves logits by far more.
   assert float(jnp.abs(lf - lb).max()) < 0.05 * scale
   assert float(jnp.abs(lf - lb).max()) > 0  # bf16 really ran in bf16
 
@@ -281,7 +289,7 @@ def test_info_cli_prints_json():
       capture_output=True, text=True, check=True).stdout
   info = json.loads(out)
   assert info["variant"] == "F0" and info["params"] == 71_489_284
-  assert abs(info["macs"] - 6.98e9) / 6.98e9 < 0.005
+  assert abs(info["macs"] - 6.98e9) / 6.98e9 < 1e-3
   assert info["resolution"] == 192
   assert info["stage_output_shapes"][-1] == [6, 6, 1536]
   bad = subprocess.run([sys.executable, "-m", "nfnet.info", "F9"],

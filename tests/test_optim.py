@@ -46,7 +46,8 @@ def flatten(tree):
 class NumpySgdAgc:
   """The reference optimizer on a flat {path: array} dict, counting clips."""
 
-  def __init__(self, params, *, clipping=CLIP, weight_decay=WD):
+  def __init__(self, params, *, clipping=CLIP, weight_decay=WD, lr_fn=None):
+    self.lr_fn = lr_fn or np_lr
     self.params = dict(params)
     self.momentum = {k: np.zeros_like(v) for k, v in params.items()}
     self.clipping, self.weight_decay = clipping, weight_decay
@@ -67,7 +68,7 @@ class NumpySgdAgc:
     return np.where(trigger, g * max_norm / np.maximum(g_norm, 1e-6), g)
 
   def step(self, grads):
-    lr = np_lr(self.step_count)
+    lr = self.lr_fn(self.step_count)
     for name, p in self.params.items():
       g = grads[name]
       if self.clipping is not None:

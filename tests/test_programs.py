@@ -98,18 +98,24 @@ def test_finetune_restores_backbone_and_replaces_head(pretrained, corpus,
   assert params["classifier"]["kernel"].shape == (int(1536 * 0.125) * 2, 16)
 
 
-def test_finetune_runs_with_sam_and_ema_and_evaluates_both(pretrained, corpus,
-                                                           tmp_path):
+def test_finetune_in_bfloat16_learns_with_sam_and_ema_and_evaluates_both(
+    pretrained, corpus, tmp_path):
+  """The default bfloat16 path, SAM and EMA on, evaluated on its own 64
+  training images (an easy task: 16 classes, chance 1/16)."""
   workdir, _ = pretrained
-  config = finetune_synthetic.get_config(f"data_dir={corpus},steps=4,res=32")
-  config.model.update(**TINY_MODEL)
-  config.update(init_from=workdir, batch_size=16, log_every_steps=2,
-                eval_every_steps=1000, checkpoint_every_steps=4)
+  config = finetune_synthetic.get_config(f"data_dir={corpus},steps=40,res=32")
+  config.model.update(dtype="bfloat16", **TINY_MODEL)
+  config.data.eval = config.data.train
+  config.update(init_from=workdir, batch_size=16, log_every_steps=20,
+                eval_every_steps=1000, checkpoint_every_steps=40)
   metrics = finetune_main.train(config, str(tmp_path / "ft"))
   assert {"eval/top1", "eval_ema/top1", "eval/top5", "eval_ema/top5"} <= set(metrics)
-  assert metrics["eval/examples"] == 32  # 16 classes x 2, each counted once
+  assert metrics["eval/examples"] == 64  # 16 classes x 4, each counted once
+  assert metrics["eval/top1"] > 4 / 16, metrics
+  # EMA weights (decay warmed up to ~0.8 by step 40) are other weights.
+  assert metrics["eval_ema/top1"] != metrics["eval/top1"], metrics
   # A second call finds the finished run and does not train again.
-  assert finetune_main.train(config, str(tmp_path / "ft"))["step"] == 4
+  assert finetune_main.train(config, str(tmp_path / "ft"))["step"] == 40
 
 
 def test_init_from_another_architecture_lists_every_difference(pretrained, corpus):

@@ -4,8 +4,12 @@ XLA_FLAGS must be set before jax is imported, and pytest has imported jax
 already, so the measurements run in a fresh python (this file run as a
 script) and the test checks what it prints.
 
-Claims checked, with 8 replicas of 4 examples and ascent on 25% (1 example
-per replica):
+The loss is a small MLP with a dropout mask drawn from a random key (passed
+through SAM as an extra argument) folded with the first row's group id, so a
+wrong key, a wrong ascent subset or a wrong split of the batch changes the
+gradient. The expectation is SAM written out by hand per replica, not
+`sam_value_and_grad` itself. Claims checked, with 8 replicas of 4 examples
+and ascent on 25% (1 example per replica):
   - `sam_value_and_grad(..., axis_name="data")` inside `shard_map` returns the
     mean of the 8 per-shard SAM gradients (each replica's ascent from its own
     examples), with `check_vma` on and off;
@@ -39,11 +43,32 @@ def _measure() -> dict:
             "w1": jax.random.normal(keys[1], (16, 3))}
   n = NUM_DEVICES * PER_REPLICA
   batch = {"x": jax.random.normal(keys[2], (n, 6)),
-           "y": jax.random.normal(keys[3], (n, 3))}
+           "y": jax.random.normal(keys[3], (n, 3)),
+           # Rows come in pairs sharing an id, so every split used below
+           # (replicas of 4, micro-batches of 2) keys its masks differently.
+           "group": jnp.arange(n, dtype=jnp.int32) // 2}
+  dropout_key = jax.random.PRNGKey(7)
 
-  def loss_fn(p, b):
-    pred = jnp.tanh(b["x"] @ p["w0"]) @ p["w1"]
+  def loss_fn(p, b, key):
+    hidden = jnp.tanh(b["x"] @ p["w0"])
+    keep = jax.random.bernoulli(jax.random.fold_in(key, b["group"][0]), 0.7,
+                                hidden.shape)
+    pred = (hidden * keep / 0.7) @ p["w1"]
     return jnp.mean(jnp.sum((pred - b["y"]) ** 2, axis=-1))
+
+  def take(b, start, stop):
+    return jax.tree_util.tree_map(lambda x: x[start:stop], b)
+
+  def sam_by_hand(p, b, key):
+    """One replica's SAM step, written out: ascent on the first
+    ceil(FRACTION * b) rows, step RHO along the normalised ascent gradient,
+    value and gradient of the whole batch there, same key throughout."""
+    k = int(np.ceil(FRACTION * len(b["x"])))
+    ascent = jax.grad(loss_fn)(p, take(b, 0, k), key)
+    norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(ascent)))
+    perturbed = jax.tree_util.tree_map(lambda w, g: w + RHO * g / (norm + 1e-12),
+                                       p, ascent)
+    return jax.value_and_grad(loss_fn)(perturbed, b, key)
 
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P("data"))
@@ -61,19 +86,20 @@ def _measure() -> dict:
                              axis_name="data", micro_batches=micro_batches)
 
     def per_device(p, b):
-      loss, grads = sam(p, b)
+      loss, grads = sam(p, b, dropout_key)
       return jax.lax.pmean(loss, "data"), grads
     return per_device
 
   def synced(p, b):
     """SAM with the ascent gradient averaged over replicas (what A.4 avoids)."""
     k = max(1, int(np.ceil(FRACTION * PER_REPLICA)))
-    ascent = jax.grad(loss_fn)(p, jax.tree_util.tree_map(lambda x: x[:k], b))
+    ascent = jax.grad(loss_fn)(p, jax.tree_util.tree_map(lambda x: x[:k], b),
+                               dropout_key)
     ascent = jax.lax.pmean(ascent, "data")
     norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(ascent)))
     perturbed = jax.tree_util.tree_map(lambda w, g: w + RHO * g / (norm + 1e-12),
                                        p, ascent)
-    loss, grads = jax.value_and_grad(loss_fn)(perturbed, b)
+    loss, grads = jax.value_and_grad(loss_fn)(perturbed, b, dropout_key)
     return jax.lax.pmean(loss, "data"), jax.lax.pmean(grads, "data")
 
   results = {}
@@ -84,20 +110,17 @@ def _measure() -> dict:
       g_params, g_batch)
   results["synced"] = sharded_step(synced, False)(g_params, g_batch)
 
-  single = jax.jit(sam_value_and_grad(loss_fn, rho=RHO, ascent_fraction=FRACTION))
-  shard_results = [
-      single(params, jax.tree_util.tree_map(
-          lambda x: x[i * PER_REPLICA:(i + 1) * PER_REPLICA], batch))
-      for i in range(NUM_DEVICES)]
-  results["mean_of_shards"] = jax.tree_util.tree_map(
-      lambda *xs: sum(xs) / NUM_DEVICES, *shard_results)
+  def mean_of_hand_sam(size):
+    parts = [sam_by_hand(params, take(batch, i, i + size), dropout_key)
+             for i in range(0, n, size)]
+    return jax.tree_util.tree_map(lambda *xs: sum(xs) / len(parts), *parts)
+
+  results["mean_of_shards"] = mean_of_hand_sam(PER_REPLICA)
+  results["micro16"] = mean_of_hand_sam(PER_REPLICA // 2)
   results["micro8"] = jax.jit(sam_value_and_grad(
       loss_fn, rho=RHO, ascent_fraction=FRACTION,
-      micro_batches=NUM_DEVICES))(params, batch)
-  results["micro16"] = jax.jit(sam_value_and_grad(
-      loss_fn, rho=RHO, ascent_fraction=FRACTION,
-      micro_batches=2 * NUM_DEVICES))(params, batch)
-  results["global_ascent"] = single(params, batch)
+      micro_batches=NUM_DEVICES))(params, batch, dropout_key)
+  results["global_ascent"] = sam_by_hand(params, batch, dropout_key)
 
   base_loss, base_grads = results["mean_of_shards"]
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(base_grads))

@@ -17,18 +17,70 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import json
 import jax, jax.numpy as jnp, numpy as np
 from nfnet import NFNet, optim
+from nfnet.model import normalize_images
 from nfnet.train import parallel, training
 assert jax.device_count() == 8
 mesh = parallel.make_data_mesh()
+# Dropout and stochastic depth on (block rates 0, 0.125, 0.25, 0.375), so
+# a wrong key for any micro-batch or replica changes the gradient.
 model = NFNet(variant="F0", num_classes=5, width=0.125, depths=(1, 1, 1, 1),
-              group_size=16, conv_impl="native", drop_rate=0.0,
-              stochdepth_rate=0.0)
+              group_size=16, conv_impl="native", drop_rate=0.3,
+              stochdepth_rate=0.5)
 rng = np.random.default_rng(0)
 def host_batch(n, res=32):
   return {"image": rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8),
           "label": rng.integers(0, 5, (n,)).astype(np.int32)}
 params = jax.jit(model.init)(jax.random.PRNGKey(0),
                              jnp.zeros((1, 32, 32, 3)))["params"]
+# A fresh init has every skip_gain at 0, which zeroes the gradient of every
+# residual-branch parameter: set them to 0.5 so all parameters take part.
+params = jax.tree_util.tree_map_with_path(
+    lambda path, p: jnp.full_like(p, 0.5) if path[-1].key == "skip_gain" else p,
+    params)
+
+def replica_key(step, index, seed=0):
+  # The documented key of virtual replica `index` (device d, micro-batch j of
+  # k: index = d * k + j), written out here independently of the code.
+  return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), step),
+                            index)
+
+def train_loss(p, b, key):
+  logits = model.apply({"params": p}, normalize_images(b["image"]),
+                       is_training=True, rngs={"dropout": key})
+  return training.classification_loss(
+      logits, jax.nn.one_hot(b["label"], 5), "softmax")
+
+def step_gradient(num_devices, micro_batches, hb, **kwargs):
+  # The gradient one train step takes (SGD with lr 1: update == -grad).
+  import optax
+  tx = optax.sgd(1.0)
+  m = parallel.make_data_mesh(num_devices)
+  state = training.create_train_state(params, tx, use_ema=False)
+  state = jax.device_put(state, parallel.replicated(m))
+  before = jax.device_get(state.params)  # the step donates `state`
+  step = training.make_train_step(model, tx, m, micro_batches=micro_batches,
+                                  **kwargs)
+  new_state, metrics = step(state, parallel.to_global_batch(hb, m))
+  grad = jax.tree_util.tree_map(lambda a, b: a - b, before,
+                                jax.device_get(new_state.params))
+  return grad, float(metrics["loss"])
+
+def slices(hb, n):
+  size = len(hb["label"]) // n
+  return [jax.tree_util.tree_map(lambda x: x[i * size:(i + 1) * size], hb)
+          for i in range(n)]
+
+def mean_tree(trees):
+  return jax.tree_util.tree_map(lambda *g: sum(g) / len(g), *trees)
+
+def relative_diff(a, b):
+  leaves = jax.tree_util.tree_leaves
+  scale = max(float(np.max(np.abs(x))) for x in leaves(b))
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(leaves(a), leaves(b))) / scale
+
+def fraction_of_zero_leaves(tree):
+  leaves = jax.tree_util.tree_leaves(tree)
+  return sum(float(np.max(np.abs(x))) == 0.0 for x in leaves) / len(leaves)
 """
 
 
@@ -71,38 +123,25 @@ def test_sharded_train_step_runs_without_all_gathering_activations():
 def test_sharded_step_with_per_replica_sam_matches_mean_of_shard_gradients():
   result = _run_on_8_devices("""
     from nfnet.sam import sam_value_and_grad
-    from nfnet.model import normalize_images
-    import optax
-    tx = optax.sgd(1.0)  # update == -grad, so the step exposes the gradient
-    state = training.create_train_state(params, tx, use_ema=False)
-    state = jax.device_put(state, parallel.replicated(mesh))
-    step = training.make_train_step(model, tx, mesh, sam_rho=0.05,
-                                    sam_ascent_fraction=0.5)
     hb = host_batch(16)
-    before = jax.device_get(state.params)  # the step donates `state`
-    new_state, _ = step(state, parallel.to_global_batch(hb, mesh))
-    grad = jax.tree_util.tree_map(lambda a, b: a - b, before,
-                                  jax.device_get(new_state.params))
-
-    def loss_fn(p, b):
-      logits = model.apply({"params": p}, normalize_images(b["image"]),
-                           is_training=True, rngs={"dropout": jax.random.PRNGKey(0)})
-      return training.classification_loss(
-          logits, jax.nn.one_hot(b["label"], 5), "softmax")
-    sam = jax.jit(sam_value_and_grad(loss_fn, rho=0.05, ascent_fraction=0.5))
-    shards = [jax.tree_util.tree_map(lambda x: x[2 * i:2 * i + 2], hb)
-              for i in range(8)]
-    per_shard = [sam(params, s)[1] for s in shards]
-    expected = jax.tree_util.tree_map(lambda *g: sum(g) / 8, *per_shard)
-    synced = sam(params, hb)[1]   # one global ascent: what the paper avoids
-    diff = lambda a, b: max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(
-        jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree_util.tree_leaves(expected))
-    print(json.dumps({"vs_per_replica": diff(grad, expected) / scale,
-                      "vs_synced": diff(grad, synced) / scale}))
+    grad, _ = step_gradient(8, 1, hb, sam_rho=0.05, sam_ascent_fraction=0.5)
+    # One device, 8 micro-batches: the same 8 virtual replicas and keys.
+    grad_micro, _ = step_gradient(1, 8, hb, sam_rho=0.05,
+                                  sam_ascent_fraction=0.5)
+    sam = jax.jit(sam_value_and_grad(train_loss, rho=0.05, ascent_fraction=0.5))
+    # Replica i: ascent and descent on its own 2 examples with its own key.
+    expected = mean_tree([sam(params, s, replica_key(0, i))[1]
+                          for i, s in enumerate(slices(hb, 8))])
+    synced = sam(params, hb, replica_key(0, 0))[1]  # one global ascent
+    print(json.dumps({"vs_per_replica": relative_diff(grad, expected),
+                      "micro_vs_per_replica": relative_diff(grad_micro, expected),
+                      "vs_synced": relative_diff(grad, synced),
+                      "zero_leaves": fraction_of_zero_leaves(grad)}))
   """)
+  assert result["zero_leaves"] == 0.0
   assert result["vs_per_replica"] < 1e-4
-  assert result["vs_synced"] > 1e-3
+  assert result["micro_vs_per_replica"] < 1e-4
+  assert result["vs_synced"] > 1e-2
 
 
 def test_eval_counts_every_example_once_when_batch_does_not_divide_split():
@@ -133,25 +172,43 @@ def test_eval_counts_every_example_once_when_batch_does_not_divide_split():
 
 def test_gradient_accumulation_gives_the_full_batch_gradient():
   result = _run_on_8_devices("""
-    import optax
-    tx = optax.sgd(1.0)  # update == -grad, so the step exposes the gradient
-    hb = host_batch(32)  # 4 examples per device, 2 micro-batches of 2
-    before = jax.device_get(params)  # the step donates the state's buffers
+    hb = host_batch(32)
+    # 32 examples as 8 virtual replicas of 4: 8 devices x 1 micro-batch,
+    # 4 x 2, 1 x 8. Each replica's key depends on its index only, so all three
+    # equal the mean of the 8 slices' gradients, each with its own key.
     grads, losses = {}, {}
-    for micro_batches in (1, 2):
-      state = training.create_train_state(before, tx, use_ema=False)
-      state = jax.device_put(state, parallel.replicated(mesh))
-      step = training.make_train_step(model, tx, mesh, micro_batches=micro_batches)
-      new_state, metrics = step(state, parallel.to_global_batch(hb, mesh))
-      grads[micro_batches] = jax.tree_util.tree_map(
-          lambda a, b: a - b, before, jax.device_get(new_state.params))
-      losses[micro_batches] = float(metrics["loss"])
-    leaves = lambda t: jax.tree_util.tree_leaves(t)
-    scale = max(float(np.max(np.abs(g))) for g in leaves(grads[1]))
-    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(grads[1]), leaves(grads[2])))
-    print(json.dumps({"relative_diff": diff / scale, "losses": losses}))
+    for devices, micro_batches in ((8, 1), (4, 2), (1, 8)):
+      name = f"{devices}x{micro_batches}"
+      grads[name], losses[name] = step_gradient(devices, micro_batches, hb)
+    vg = jax.jit(jax.value_and_grad(train_loss))
+    per_replica = [vg(params, s, replica_key(0, i))
+                   for i, s in enumerate(slices(hb, 8))]
+    expected = mean_tree([g for _, g in per_replica])
+    expected_loss = float(np.mean([l for l, _ in per_replica]))
+    print(json.dumps({
+        "diff": {k: relative_diff(g, expected) for k, g in grads.items()},
+        "loss_diff": {k: abs(l - expected_loss) for k, l in losses.items()},
+        "zero_leaves": fraction_of_zero_leaves(expected)}))
   """)
-  # The mean of the micro-batch means is the batch mean: equal up to float32
-  # summation order.
-  assert result["relative_diff"] < 1e-5
-  assert abs(result["losses"]["1"] - result["losses"]["2"]) < 1e-5
+  assert result["zero_leaves"] == 0.0  # every parameter has a gradient
+  for layout, diff in result["diff"].items():
+    # Equal up to float32 summation order.
+    assert diff < 1e-5, (layout, result)
+    assert result["loss_diff"][layout] < 1e-5, (layout, result)
+
+
+def test_each_micro_batch_draws_its_own_dropout_and_stochastic_depth_masks():
+  result = _run_on_8_devices("""
+    one = host_batch(2)
+    twice = jax.tree_util.tree_map(lambda x: np.concatenate([x, x]), one)
+    grad, _ = step_gradient(1, 2, twice)
+    g = jax.jit(jax.grad(train_loss))
+    g0, g1 = g(params, one, replica_key(0, 0)), g(params, one, replica_key(0, 1))
+    print(json.dumps({"vs_own_keys": relative_diff(grad, mean_tree([g0, g1])),
+                      "vs_first_key_only": relative_diff(grad, g0),
+                      "keys_differ": relative_diff(g1, g0)}))
+  """)
+  # The same two examples twice: only the masks tell the micro-batches apart.
+  assert result["keys_differ"] > 1e-2   # the masks matter for this model
+  assert result["vs_own_keys"] < 1e-5
+  assert result["vs_first_key_only"] > 1e-3  # one shared key would give g0

@@ -1,0 +1,160 @@
+"""The train step's EMA, the classification losses and stochastic depth,
+checked against values written out by hand (not the code's own formulas)."""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nfnet import NFNet, layers
+from nfnet.train import parallel, training
+
+
+# ----------------------------------------------------------------------------
+# classification_loss
+# ----------------------------------------------------------------------------
+
+def test_softmax_loss_renormalises_multi_hot_targets():
+  logits = jnp.asarray([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+  targets = jnp.asarray([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+  # Row 0: two labels, 1/2 each: -(log p0 + log p1) / 2.
+  z0 = math.log(math.exp(2) + 1 + math.exp(-1))
+  row0 = -((2 - z0) + (0 - z0)) / 2
+  z1 = math.log(2 * math.exp(0.5) + math.exp(3))
+  row1 = -(3 - z1)
+  loss = training.classification_loss(logits, targets, "softmax")
+  np.testing.assert_allclose(float(loss), (row0 + row1) / 2, rtol=1e-6)
+
+
+def test_sigmoid_loss_sums_binary_cross_entropy_over_classes():
+  logits = jnp.asarray([[2.0, 0.0, -1.0], [0.5, -3.0, 3.0]])
+  targets = jnp.asarray([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+  sigmoid = lambda x: 1 / (1 + math.exp(-x))
+  per_row = []
+  for row_logits, row_targets in zip(logits.tolist(), targets.tolist()):
+    per_row.append(-sum(t * math.log(sigmoid(x)) + (1 - t) * math.log(1 - sigmoid(x))
+                        for x, t in zip(row_logits, row_targets)))
+  loss = training.classification_loss(logits, targets, "sigmoid")
+  np.testing.assert_allclose(float(loss), np.mean(per_row), rtol=1e-6)
+
+
+def test_unknown_loss_kind_is_refused():
+  with pytest.raises(ValueError, match="loss must be one of"):
+    training.classification_loss(jnp.zeros((1, 2)), jnp.zeros((1, 2)), "hinge")
+
+
+# ----------------------------------------------------------------------------
+# Stochastic depth
+# ----------------------------------------------------------------------------
+
+def _stochastic_depth(rate, x, is_training, seed=0):
+  module = layers.StochasticDepth(rate)
+  return module.apply({}, x, is_training, rngs={"dropout": jax.random.PRNGKey(seed)})
+
+
+def test_stochastic_depth_drops_whole_examples_without_rescaling():
+  batch, rate = 4000, 0.3
+  x = jnp.asarray(np.random.default_rng(0).uniform(1, 2, (batch, 3, 3, 4)),
+                  jnp.float32)
+  out = np.asarray(_stochastic_depth(rate, x, True))
+  kept = np.all(out == np.asarray(x), axis=(1, 2, 3))
+  dropped = np.all(out == 0, axis=(1, 2, 3))
+  # Every example is either untouched (no 1/keep factor) or entirely zero.
+  assert np.all(kept | dropped)
+  sigma = math.sqrt(rate * (1 - rate) / batch)
+  assert abs(dropped.mean() - rate) < 4 * sigma
+  # Per-example masks: not one draw for the whole batch.
+  assert 0 < dropped.sum() < batch
+
+
+def test_stochastic_depth_is_the_identity_at_eval():
+  x = jnp.ones((64, 2, 2, 3))
+  np.testing.assert_array_equal(_stochastic_depth(0.9, x, False), x)
+
+
+def test_each_block_drops_its_branch_at_rate_i_over_n():
+  """The rate `stochdepth_rate * i / N` reaches block i: recorded per call and
+  measured as the share of examples whose branch came out all zero."""
+  batch, rate = 512, 0.8
+  model = NFNet(num_classes=3, stochdepth_rate=rate, variant="F0", width=0.125,
+                depths=(1, 1, 1, 1), group_size=16, conv_impl="native")
+  images = jax.random.normal(jax.random.PRNGKey(1), (batch, 16, 16, 3))
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])["params"]
+  rates = []
+
+  @jax.jit
+  def branches_in_and_out(params, images):
+    recorded = []
+
+    def record(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if (isinstance(context.module, layers.StochasticDepth)
+          and context.method_name == "__call__"):
+        rates.append(context.module.rate)
+        recorded.append((args[0], out))
+      return out
+
+    with nn.intercept_methods(record):
+      model.apply({"params": params}, images, is_training=True,
+                  rngs={"dropout": jax.random.PRNGKey(2)})
+    return recorded
+
+  recorded = branches_in_and_out(params, images)
+  num_blocks = 4
+  assert rates == pytest.approx([rate * i / num_blocks for i in range(num_blocks)])
+  for block_rate, (branch, out) in zip(rates, recorded):
+    branch_live = np.any(np.asarray(branch) != 0, axis=(1, 2, 3))
+    dropped = np.all(np.asarray(out) == 0, axis=(1, 2, 3)) & branch_live
+    share = dropped.sum() / branch_live.sum()
+    sigma = math.sqrt(max(block_rate * (1 - block_rate), 1e-12) / batch)
+    assert abs(share - block_rate) < 4 * sigma + 1e-9, (block_rate, share)
+
+
+# ----------------------------------------------------------------------------
+# EMA inside the train step
+# ----------------------------------------------------------------------------
+
+def test_train_step_ema_averages_post_update_params_with_warmed_up_decay(
+    tiny_nfnet_kwargs):
+  model = NFNet(num_classes=3, drop_rate=0.0, stochdepth_rate=0.0,
+                **tiny_nfnet_kwargs)
+  mesh = parallel.make_data_mesh()
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  tx = optax.sgd(0.5)
+  decay = 0.5
+  state = training.create_train_state(params, tx, use_ema=True)
+  step = training.make_train_step(model, tx, mesh, ema_decay=decay)
+  rng = np.random.default_rng(0)
+  batch = parallel.to_global_batch(
+      {"image": rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
+       "label": rng.integers(0, 3, (4,)).astype(np.int32)}, mesh)
+  flat = lambda tree: [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(tree)]
+  expected_ema = flat(params)
+  for t in range(3):
+    state, _ = step(state, batch)
+    # The step index t of the update just applied: min(decay, (1+t)/(10+t))
+    # is 0.1, 2/11, 3/12 here (warm-up), so the cap of 0.5 is never reached.
+    d = min(decay, (1 + t) / (10 + t))
+    new_params = flat(state.params)
+    expected_ema = [d * e + (1 - d) * p for e, p in zip(expected_ema, new_params)]
+    got = flat(state.ema_params)
+    for e, g in zip(expected_ema, got):
+      np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
+  assert int(state.step) == 3
+  # The EMA really lags the weights (the check above is not trivially equal).
+  assert max(float(np.max(np.abs(e - p)))
+             for e, p in zip(flat(state.ema_params), flat(state.params))) > 1e-4
+
+
+# ----------------------------------------------------------------------------
+# Virtual replica ids (the per-micro-batch dropout keys; the masks themselves
+# are checked on 8 devices in test_training_sharded.py)
+# ----------------------------------------------------------------------------
+
+def test_virtual_replica_ids_follow_device_and_micro_batch():
+  ids = training.virtual_replica_ids(8, 4, 2)
+  np.testing.assert_array_equal(ids, [8, 8, 9, 9, 10, 10, 11, 11])
+  np.testing.assert_array_equal(training.virtual_replica_ids(4, 1, 3), [3, 3, 3, 3])
