@@ -86,34 +86,117 @@ def standardize_weight(kernel: jax.Array, gain: jax.Array, *, eps: float = 1e-4,
   return kernel * scale - mean * scale
 
 
+CONV_IMPLS = ("native", "per_group", "matmul")
+
+
 def resolve_conv_impl(conv_impl: str) -> str:
-  """'auto' -> 'per_group' on XLA:CPU (grouped convs are 4-10x slower there,
-  DESIGN.md), 'native' on GPU/TPU."""
+  """'auto' -> 'matmul' on XLA:CPU (its grouped convs and its convolution
+  kernel gradients are several times slower than matmuls there), 'native' on
+  GPU/TPU."""
   if conv_impl == "auto":
-    return "per_group" if jax.default_backend() == "cpu" else "native"
-  if conv_impl not in ("native", "per_group"):
-    raise ValueError(
-        f"conv_impl must be 'auto', 'native' or 'per_group', got {conv_impl!r}.")
+    return "matmul" if jax.default_backend() == "cpu" else "native"
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl must be 'auto' or one of {CONV_IMPLS}, got "
+                     f"{conv_impl!r}.")
   return conv_impl
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int,
+              groups: int = 1) -> jax.Array:
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=(stride, stride), padding="SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def _same_pads(x: jax.Array, k: int, stride: int):
+  return jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride), "SAME")
+
+
+def kernel_grad_by_matmul(x: jax.Array, grad_out: jax.Array, k: int,
+                          stride: int) -> jax.Array:
+  """d(loss)/d(kernel) of a dense SAME conv, as k*k matmuls [I, BHW] @ [BHW, O].
+
+  Tap (i, j) of the kernel sees the input shifted by (i, j) and subsampled by
+  the stride; its gradient is that view of the input, flattened over batch and
+  space and transposed, times the flattened output gradient. XLA:CPU runs
+  these as plain GEMMs, several times faster than its convolution kernel
+  gradient (which it lowers to a convolution over activations with transposed
+  layouts).
+  """
+  (top, bottom), (left, right) = _same_pads(x, k, stride)
+  padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  out_h, out_w = grad_out.shape[1:3]
+  grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
+  taps = []
+  for i in range(k):
+    for j in range(k):
+      view = padded[:, i:i + (out_h - 1) * stride + 1:stride,
+                    j:j + (out_w - 1) * stride + 1:stride, :]
+      taps.append(view.reshape(-1, x.shape[-1]).T @ grad_2d)
+  return jnp.stack(taps).reshape(k, k, x.shape[-1], grad_out.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_with_matmul_kernel_grad(x: jax.Array, kernel: jax.Array,
+                                 stride: int) -> jax.Array:
+  """A dense NHWC x HWIO SAME conv whose kernel gradient runs as matmuls
+  (`kernel_grad_by_matmul`); the value and input gradient are XLA's."""
+  return _xla_conv(x, kernel, stride)
+
+
+def _conv_fwd(x, kernel, stride):
+  return _xla_conv(x, kernel, stride), (x, kernel)
+
+
+def _conv_bwd(stride, residuals, grad_out):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda v: _xla_conv(v, kernel, stride), x)
+  grad_kernel = kernel_grad_by_matmul(x, grad_out, kernel.shape[0], stride)
+  return input_vjp(grad_out)[0], grad_kernel.astype(kernel.dtype)
+
+
+conv_with_matmul_kernel_grad.defvjp(_conv_fwd, _conv_bwd)
+
+
+def pointwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """A 1x1 SAME conv as one matmul over channels (a stride subsamples first:
+  with a 1x1 window, SAME padding is zero)."""
+  if stride > 1:
+    x = x[:, ::stride, ::stride, :]
+  return jnp.einsum("bhwi,io->bhwo", x, kernel[0, 0])
 
 
 def conv2d_same(x: jax.Array, kernel: jax.Array, *, stride: int = 1,
                 groups: int = 1, conv_impl: str = "native") -> jax.Array:
   """NHWC x HWIO convolution with TF/JAX 'SAME' padding.
 
-  With conv_impl='per_group' a grouped conv runs as `groups` dense convs over
-  channel slices, concatenated: the same values and gradients, but far faster
-  on XLA:CPU, and XLA's SPMD partitioner never sees a grouped conv.
+  conv_impl picks how it runs; every choice computes the same values and
+  gradients up to float rounding:
+    native:    XLA's convolution (grouped via feature_group_count).
+    per_group: a grouped conv runs as `groups` dense convs over channel
+               slices, concatenated; XLA's SPMD partitioner then never sees a
+               grouped conv.
+    matmul:    per_group, and further 1x1 convs are matmuls and every other
+               conv's kernel gradient is k*k matmuls (`kernel_grad_by_matmul`)
+               -- the fast path on XLA:CPU.
   """
-  conv = functools.partial(
-      jax.lax.conv_general_dilated, window_strides=(stride, stride),
-      padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  if groups == 1 or conv_impl == "native":
-    return conv(x, kernel, feature_group_count=groups)
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}.")
+  if conv_impl == "native":
+    return _xla_conv(x, kernel, stride, groups)
+  k = kernel.shape[0]
+  if conv_impl == "matmul" and k == 1 and kernel.shape[1] == 1:
+    dense = pointwise_conv
+  elif conv_impl == "matmul":
+    dense = conv_with_matmul_kernel_grad
+  else:
+    dense = _xla_conv
+  if groups == 1:
+    return dense(x, kernel, stride)
   x_groups = jnp.split(x, groups, axis=-1)
   k_groups = jnp.split(kernel, groups, axis=-1)
-  return jnp.concatenate([conv(xg, kg) for xg, kg in zip(x_groups, k_groups)],
-                         axis=-1)
+  return jnp.concatenate(
+      [dense(xg, kg, stride) for xg, kg in zip(x_groups, k_groups)], axis=-1)
 
 
 class WSConv2D(nn.Module):
