@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import jax
@@ -146,6 +147,8 @@ def compare_timm(variant: str, batch: int, resolution: int, steps: int,
     model = build_model(variant, "float32", impl, width=width, depths=depths,
                         group_size=group_size)
     ours[impl] = jax_stepper(model, batch, resolution, "float32")
+    print(f"ours ({impl}) compiled in {ours[impl][1]:.0f} s", file=sys.stderr,
+          flush=True)
   macs = next(iter(ours.values()))[2]
   theirs, threads = timm_stepper(variant, batch, resolution, width, depths,
                                  group_size)
@@ -159,6 +162,9 @@ def compare_timm(variant: str, batch: int, resolution: int, steps: int,
     for impl, (step_once, _, _) in ours.items():
       times[impl].append(step_once(warmup + 1 + i))
     times["timm"].append(theirs(i))
+    print(f"step {i + 1}/{steps}: " + ", ".join(
+        f"{k} {v[-1]:.3f} s" for k, v in times.items()), file=sys.stderr,
+          flush=True)
   ceiling = matmul_gflops()
   gflop = 3 * 2 * macs * batch / 1e9
   shape = {"variant": variant, "width": width, "depths": depths,

@@ -130,6 +130,35 @@ def test_standardization_floor_is_a_max_not_an_additive_epsilon():
       rtol=1e-5)
 
 
+@pytest.mark.parametrize("eps_mode", ["floor", "add"])
+@pytest.mark.parametrize("shape,spread", [
+    ((3, 3, 4, 6), 1.0), ((1, 1, 16, 5), 0.05), ((3, 3, 2, 3), 1e-4)])
+def test_standardize_weight_gradient_equals_autodiff_of_the_formula(
+    eps_mode, shape, spread):
+  """The hand-written gradient of weight standardization (kernel and gain) is
+  autodiff's of the plain formula, with the floor active (tiny spread) too."""
+  # A mean offset of the kernel's own scale: the reference formula
+  # (w * s - mean * s) loses digits to cancellation when it is much larger.
+  kernel = (jax.random.normal(jax.random.PRNGKey(0), shape) + 0.3) * spread
+  gain = jnp.linspace(0.5, 2.0, shape[-1])
+  probe = jax.random.normal(jax.random.PRNGKey(1), shape)
+
+  def loss(fn, k, g):
+    return jnp.sum(jnp.sin(fn(k, g, eps=1e-4, eps_mode=eps_mode)) * probe)
+
+  np.testing.assert_allclose(
+      layers.standardize_weight(kernel, gain, eps_mode=eps_mode),
+      layers.standardize_weight_reference(kernel, gain, eps_mode=eps_mode),
+      rtol=1e-5, atol=1e-6)
+  ours = jax.grad(lambda k, g: loss(layers.standardize_weight, k, g),
+                  argnums=(0, 1))(kernel, gain)
+  ref = jax.grad(lambda k, g: loss(layers.standardize_weight_reference, k, g),
+                 argnums=(0, 1))(kernel, gain)
+  for a, b in zip(ours, ref):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
 def test_stride_two_same_padding_pads_only_bottom_right(rng):
   x = jax.random.normal(rng, (1, 8, 8, 4))
   w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5))
