@@ -13,7 +13,8 @@ device, over `--steps` steps after `--warmup` untimed ones.
     python benchmarks/latency.py --width 0.25 --depths 1,1,1,1 --group-size 32 \
         --batch 64 --resolution 32 --compare-timm   # the synthetic config's model
 
-`--compare-timm` needs the optional `benchmark` extra (torch, timm): it runs
+`--compare-timm --conv-impl per_group,matmul` times each of our conv paths
+beside timm, all interleaved. `--compare-timm` needs the optional `benchmark` extra (torch, timm): it runs
 timm's NormFreeNet of the same topology (the `dm_nfnet_*` config, with the
 width, depths and group size given) through the equivalent PyTorch step
 (cross-entropy, AGC 0.01 via `timm.utils.adaptive_clip_grad`, SGD with
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import jax
@@ -136,36 +138,51 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
 
 
 def compare_timm(variant: str, batch: int, resolution: int, steps: int,
-                 warmup: int, conv_impl: str, width: float, depths,
+                 warmup: int, conv_impls, width: float, depths,
                  group_size: int) -> list[dict]:
-  """Ours and timm's float32 step, interleaved step by step, medians."""
-  model = build_model(variant, "float32", conv_impl, width=width,
-                      depths=depths, group_size=group_size)
-  ours, compile_s, macs = jax_stepper(model, batch, resolution, "float32")
+  """Ours (one stepper per conv_impl) and timm's float32 step, interleaved
+  step by step, medians."""
+  ours = {}
+  for impl in conv_impls:
+    model = build_model(variant, "float32", impl, width=width, depths=depths,
+                        group_size=group_size)
+    ours[impl] = jax_stepper(model, batch, resolution, "float32")
+    print(f"ours ({impl}) compiled in {ours[impl][1]:.0f} s", file=sys.stderr,
+          flush=True)
+  macs = next(iter(ours.values()))[2]
   theirs, threads = timm_stepper(variant, batch, resolution, width, depths,
                                  group_size)
   for i in range(warmup):
-    ours(i + 1), theirs(i)
-  ours_t, theirs_t = [], []
+    for step_once, _, _ in ours.values():
+      step_once(i + 1)
+    theirs(i)
+  times = {impl: [] for impl in ours}
+  times["timm"] = []
   for i in range(steps):
-    ours_t.append(ours(warmup + 1 + i))
-    theirs_t.append(theirs(i))
+    for impl, (step_once, _, _) in ours.items():
+      times[impl].append(step_once(warmup + 1 + i))
+    times["timm"].append(theirs(i))
+    print(f"step {i + 1}/{steps}: " + ", ".join(
+        f"{k} {v[-1]:.3f} s" for k, v in times.items()), file=sys.stderr,
+          flush=True)
   ceiling = matmul_gflops()
   gflop = 3 * 2 * macs * batch / 1e9
   shape = {"variant": variant, "width": width, "depths": depths,
            "group_size": group_size, "batch": batch, "resolution": resolution,
            "dtype": "float32", "steps": steps}
   rows = []
-  for name, times in (("ours", ours_t), ("timm", theirs_t)):
-    median = statistics.median(times)
-    rows.append({**shape, "impl": name, "median_step_s": median,
-                 "steps_per_s": 1 / median, "step_gflop": gflop,
-                 "gflops_per_s": gflop / median,
-                 "fraction_of_matmul_ceiling": gflop / median / ceiling})
-  rows.append({"ours_over_timm_step_time":
-                   rows[0]["median_step_s"] / rows[1]["median_step_s"],
-               "matmul_2048_gflops_per_s": ceiling, "torch_threads": threads,
-               "jax_compile_s": compile_s})
+  timm_median = statistics.median(times["timm"])
+  for name, ts in times.items():
+    median = statistics.median(ts)
+    row = {**shape, "impl": "timm" if name == "timm" else f"ours ({name})",
+           "median_step_s": median, "steps_per_s": 1 / median,
+           "step_gflop": gflop, "gflops_per_s": gflop / median,
+           "fraction_of_matmul_ceiling": gflop / median / ceiling}
+    if name != "timm":
+      row["over_timm_step_time"] = median / timm_median
+      row["jax_compile_s"] = ours[name][1]
+    rows.append(row)
+  rows.append({"matmul_2048_gflops_per_s": ceiling, "torch_threads": threads})
   return rows
 
 
@@ -220,7 +237,9 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--conv-impl", default="auto",
-                      choices=("auto", "native", "per_group"))
+                      help="auto, native, per_group or matmul "
+                      "(nfnet.layers.conv2d_same); with --compare-timm a comma-separated list, each "
+                      "timed beside timm in the same run")
   parser.add_argument("--remat", action="store_true")
   parser.add_argument("--width", type=float, default=1.0)
   parser.add_argument("--depths", default=None,
@@ -236,8 +255,9 @@ def main() -> None:
   depths = tuple(int(d) for d in args.depths.split(",")) if args.depths else None
   shape = dict(width=args.width, depths=depths, group_size=args.group_size)
   if args.compare_timm:
+    impls = args.conv_impl.split(",")
     for row in compare_timm(args.variant, args.batch, args.resolution,
-                            args.steps, args.warmup, args.conv_impl, **shape):
+                            args.steps, args.warmup, impls, **shape):
       print(json.dumps(row), flush=True)
     return
   impls = (("per_group", "native") if args.compare_conv_impl else

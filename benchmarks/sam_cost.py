@@ -109,7 +109,7 @@ def main() -> None:
   parser.add_argument("--depths", type=int, nargs=4, default=(1, 1, 1, 1))
   parser.add_argument("--group-size", type=int, default=16)
   parser.add_argument("--conv-impl", default="auto",
-                      choices=("auto", "native", "per_group"))
+                      choices=("auto", "native", "per_group", "matmul"))
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--resolution", type=int, default=64)
   parser.add_argument("--fractions", type=float, nargs="+", default=(1.0, 0.2))

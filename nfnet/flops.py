@@ -4,7 +4,8 @@ The model is traced to a jaxpr with abstract inputs (no memory, no compute),
 and every convolution and matrix product in it is counted with the
 reference's convention:
   conv:   out_ch * out_h * out_w * (in_ch / groups) * kh * kw
-  dense:  in_features * out_features (per example)
+  dense:  in_features * out_features (per example; 1x1 convs that run as
+          matmuls count the same)
 Element-wise work (activations, weight standardization, pooling) is not
 counted, as in the paper's "#FLOPs" column.
 """
@@ -52,7 +53,10 @@ def jaxpr_macs(jaxpr) -> int:
   for eqn in jaxpr.eqns:
     if eqn.primitive.name == "conv_general_dilated":
       total += _conv_macs(eqn)
-    elif eqn.primitive.name == "dot_general":
+    elif eqn.primitive.name == "dot_general" and min(
+        v.aval.ndim for v in eqn.invars[:2]) > 1:
+      # Matrix-vector products are weight standardization's statistics
+      # (layers._column_mean): element-wise-scale work, not counted.
       total += _dot_macs(eqn)
     for sub in _sub_jaxprs(eqn):
       total += jaxpr_macs(sub)

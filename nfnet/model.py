@@ -143,6 +143,7 @@ class NFResBlock(nn.Module):
   activation: str
   bottleneck_ratio: float = 0.25
   dtype: Dtype = jnp.float32
+  conv_impl: str = "native"
   ws_eps: float = 1e-4
   ws_eps_mode: str = "floor"
 
@@ -151,8 +152,8 @@ class NFResBlock(nn.Module):
     spec, act = self.spec, gamma_activation(self.activation)
     width = int(spec.out_ch * self.bottleneck_ratio)
     conv = lambda features, k, name, stride=1: WSConv2D(
-        features, k, stride, dtype=self.dtype, ws_eps=self.ws_eps,
-        ws_eps_mode=self.ws_eps_mode, name=name)
+        features, k, stride, dtype=self.dtype, conv_impl=self.conv_impl,
+        ws_eps=self.ws_eps, ws_eps_mode=self.ws_eps_mode, name=name)
     out = act(x) * jnp.asarray(spec.beta, x.dtype)
     if spec.stride > 1 or spec.in_ch != spec.out_ch:
       shortcut = conv(spec.out_ch, 1, "conv_shortcut", spec.stride)(out)
@@ -172,9 +173,10 @@ class NFNet(nn.Module):
   Every constant of the reference is a field. `width` multiplies the stage
   widths, `depths` overrides the per-stage block counts and `group_size` the
   grouped-conv width (tiny test and demo models use all three). `drop_rate`
-  None takes the variant's dropout. `conv_impl` picks how grouped convs run:
-  'auto' (per-group dense convs on CPU, native elsewhere), 'native',
-  'per_group'. `remat` recomputes each block in the backward pass.
+  None takes the variant's dropout. `conv_impl` picks how every conv runs
+  (`layers.conv2d_same`): 'auto' ('matmul' on CPU: grouped convs per group,
+  1x1 convs and kernel gradients as matmuls; 'native' elsewhere), 'native',
+  'per_group', 'matmul'. `remat` recomputes each block in the backward pass.
   `ws_eps_mode='add'`, `ws_eps=1e-5`, `activation='gelu_exact'` reproduce
   the timm port's numerics.
   """
@@ -230,7 +232,8 @@ class NFNet(nn.Module):
     act_name = self.activation or self.spec.activation
     act = gamma_activation(act_name)
     conv_impl = resolve_conv_impl(self.conv_impl)
-    ws = dict(dtype=self.dtype, ws_eps=self.ws_eps, ws_eps_mode=self.ws_eps_mode)
+    ws = dict(dtype=self.dtype, ws_eps=self.ws_eps, ws_eps_mode=self.ws_eps_mode,
+              conv_impl=conv_impl)
     x = images.astype(self.dtype)
 
     if self.spec.family == "nfnet":
@@ -242,7 +245,7 @@ class NFNet(nn.Module):
       block_cls = NFBlock
       block_kwargs = dict(group_size=self.group_size, se_ratio=self.se_ratio,
                           use_two_convs=self.use_two_convs,
-                          conv_impl=conv_impl, expansion=variants_lib.NFNET_EXPANSION)
+                          expansion=variants_lib.NFNET_EXPANSION)
     else:
       x = WSConv2D(self._stem_channels(), 7, 2, name="stem_conv", **ws)(x)
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")

@@ -133,6 +133,35 @@ def test_standardization_floor_is_a_max_not_an_additive_epsilon():
       rtol=1e-5)
 
 
+@pytest.mark.parametrize("eps_mode", ["floor", "add"])
+@pytest.mark.parametrize("shape,spread", [
+    ((3, 3, 4, 6), 1.0), ((1, 1, 16, 5), 0.05), ((3, 3, 2, 3), 1e-4)])
+def test_standardize_weight_gradient_equals_autodiff_of_the_formula(
+    eps_mode, shape, spread):
+  """The hand-written gradient of weight standardization (kernel and gain) is
+  autodiff's of the plain formula, with the floor active (tiny spread) too."""
+  # A mean offset of the kernel's own scale: the reference formula
+  # (w * s - mean * s) loses digits to cancellation when it is much larger.
+  kernel = (jax.random.normal(jax.random.PRNGKey(0), shape) + 0.3) * spread
+  gain = jnp.linspace(0.5, 2.0, shape[-1])
+  probe = jax.random.normal(jax.random.PRNGKey(1), shape)
+
+  def loss(fn, k, g):
+    return jnp.sum(jnp.sin(fn(k, g, eps=1e-4, eps_mode=eps_mode)) * probe)
+
+  np.testing.assert_allclose(
+      layers.standardize_weight(kernel, gain, eps_mode=eps_mode),
+      layers.standardize_weight_reference(kernel, gain, eps_mode=eps_mode),
+      rtol=1e-5, atol=1e-6)
+  ours = jax.grad(lambda k, g: loss(layers.standardize_weight, k, g),
+                  argnums=(0, 1))(kernel, gain)
+  ref = jax.grad(lambda k, g: loss(layers.standardize_weight_reference, k, g),
+                 argnums=(0, 1))(kernel, gain)
+  for a, b in zip(ours, ref):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
 def test_stride_two_same_padding_pads_only_bottom_right(rng):
   x = jax.random.normal(rng, (1, 8, 8, 4))
   w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5))
@@ -166,11 +195,71 @@ def test_per_group_conv_equals_native_grouped_conv_values_and_grads(rng):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_impl_auto_picks_per_group_on_cpu_and_native_elsewhere():
-  expected = "per_group" if jax.default_backend() == "cpu" else "native"
+def test_conv_impl_auto_picks_matmul_on_cpu_and_native_elsewhere():
+  expected = "matmul" if jax.default_backend() == "cpu" else "native"
   assert layers.resolve_conv_impl("auto") == expected
   with pytest.raises(ValueError, match="conv_impl"):
     layers.resolve_conv_impl("fast")
+  with pytest.raises(ValueError, match="conv_impl"):
+    layers.conv2d_same(jnp.zeros((1, 4, 4, 2)), jnp.zeros((1, 1, 2, 2)),
+                       conv_impl="auto")
+
+
+@pytest.mark.parametrize("k,stride,groups,size", [
+    (1, 1, 1, 8), (1, 2, 1, 7), (3, 1, 1, 8), (3, 2, 1, 9), (3, 2, 6, 8),
+    (3, 1, 6, 5), (7, 2, 1, 11)])
+def test_matmul_conv_equals_native_values_and_grads(rng, k, stride, groups, size):
+  """The matmul path (1x1 as einsum, kernel grads as k*k matmuls) computes
+  XLA's conv, its input gradient and its kernel gradient, odd sizes included."""
+  x = jax.random.normal(rng, (2, size, size, 12))
+  w = jax.random.normal(jax.random.PRNGKey(1), (k, k, 12 // groups, 18))
+
+  def loss(x, w, impl):
+    out = layers.conv2d_same(x, w, stride=stride, groups=groups, conv_impl=impl)
+    return jnp.sum(jnp.sin(out))
+
+  native = jax.value_and_grad(loss, argnums=(0, 1))(x, w, "native")
+  matmul = jax.value_and_grad(loss, argnums=(0, 1))(x, w, "matmul")
+  np.testing.assert_allclose(
+      layers.conv2d_same(x, w, stride=stride, groups=groups, conv_impl="matmul"),
+      layers.conv2d_same(x, w, stride=stride, groups=groups, conv_impl="native"),
+      rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(matmul[0], native[0], rtol=1e-4)
+  for a, b in zip(matmul[1], native[1]):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_grad_by_matmul_in_bfloat16_keeps_the_kernel_dtype(rng):
+  x = jax.random.normal(rng, (2, 6, 6, 4)).astype(jnp.bfloat16)
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5)).astype(jnp.bfloat16)
+  grad = jax.grad(lambda w: jnp.sum(layers.conv2d_same(
+      x, w, stride=2, conv_impl="matmul").astype(jnp.float32)))(w)
+  native = jax.grad(lambda w: jnp.sum(layers.conv2d_same(
+      x, w, stride=2, conv_impl="native").astype(jnp.float32)))(w)
+  assert grad.dtype == jnp.bfloat16
+  np.testing.assert_allclose(grad.astype(np.float32), native.astype(np.float32),
+                             rtol=2e-2, atol=5e-2)
+
+
+def test_model_outputs_and_grads_agree_across_conv_impls(tiny_nfnet_kwargs, rng):
+  images = jax.random.normal(rng, (2, 32, 32, 3))
+  models = {impl: NFNet(num_classes=5, conv_impl=impl, **tiny_nfnet_kwargs)
+            for impl in ("native", "per_group", "matmul")}
+  params = models["native"].init(rng, images)["params"]
+  params = jax.tree_util.tree_map(  # non-zero skip gains: every branch counts
+      lambda p: p + 0.1 if p.ndim == 0 else p, params)
+
+  def loss(p, model):
+    return jnp.sum(model.apply({"params": p}, images) ** 2)
+
+  ref_value, ref_grads = jax.value_and_grad(loss)(params, models["native"])
+  for impl in ("per_group", "matmul"):
+    value, grads = jax.value_and_grad(loss)(params, models[impl])
+    np.testing.assert_allclose(value, ref_value, rtol=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(grads),
+                    jax.tree_util.tree_leaves(ref_grads)):
+      np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec_kwargs", [

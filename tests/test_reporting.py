@@ -32,3 +32,15 @@ def test_loss_is_the_window_mean_and_learning_rate_the_value_at_the_step(tmp_pat
 def test_non_finite_loss_names_the_first_bad_step(tmp_path):
   with pytest.raises(reporting.NonFiniteLossError, match="Loss became nan at step 3"):
     _log_steps(tmp_path, [1.0, 1.0, float("nan"), float("inf")], [0.1] * 4, every_steps=4)
+
+
+def test_diagnostics_average_only_over_the_steps_that_computed_them():
+  flag = reporting.DIAGNOSTICS_FLAG
+  window = [{"loss": 3.0, "grad_norm": 0.0, flag: 0.0},
+            {"loss": 1.0, "grad_norm": 5.0, flag: 1.0}]
+  assert reporting.host_scalars(window) == {"loss": 2.0, "grad_norm": 5.0}
+  # A window without a diagnostics step reports no norm rather than a zero.
+  assert reporting.host_scalars(window[:1]) == {"loss": 3.0}
+  # Steps without the flag (diagnostics every step) average as before.
+  assert reporting.host_scalars([{"grad_norm": 1.0}, {"grad_norm": 3.0}]) == {
+      "grad_norm": 2.0}

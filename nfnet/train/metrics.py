@@ -25,6 +25,8 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from nfnet import flops
 from nfnet.errors import UserError
 
+from nfnet.train.training import DIAGNOSTIC_METRICS, DIAGNOSTICS_FLAG
+
 
 class NonFiniteLossError(UserError, FloatingPointError):
   """Training produced a NaN/inf; the last good checkpoint is left untouched."""
@@ -63,10 +65,26 @@ SCHEDULE_METRICS = ("learning_rate",)
 
 def host_scalars(metrics: list[Mapping[str, Any]]) -> dict[str, float]:
   """Per-step metric dicts -> host floats: the mean of each measurement over
-  the window, and each of SCHEDULE_METRICS as it stands at the last step."""
+  the window, and each of SCHEDULE_METRICS as it stands at the last step.
+
+  When the steps carry `training.DIAGNOSTICS_FLAG` (diagnostics computed on
+  logging steps only), each of `training.DIAGNOSTIC_METRICS` is the mean over
+  the steps that computed it, and absent if none in the window did.
+  """
   metrics = jax.device_get(metrics)
-  return {k: float(metrics[-1][k] if k in SCHEDULE_METRICS else np.mean([m[k] for m in metrics]))
-          for k in metrics[0]}
+  computed = [m for m in metrics if m.get(DIAGNOSTICS_FLAG, 1.0)]
+  scalars = {}
+  for k in metrics[0]:
+    if k == DIAGNOSTICS_FLAG:
+      continue
+    if k in SCHEDULE_METRICS:
+      scalars[k] = float(metrics[-1][k])
+    elif k in DIAGNOSTIC_METRICS:
+      if computed:
+        scalars[k] = float(np.mean([m[k] for m in computed]))
+    else:
+      scalars[k] = float(np.mean([m[k] for m in metrics]))
+  return scalars
 
 
 def check_finite(losses: Mapping[int, float]) -> None:

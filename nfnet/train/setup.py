@@ -63,4 +63,4 @@ def build_train_step(config: ml_collections.ConfigDict, model: NFNet, tx,
       sam_ascent_fraction=config.sam_ascent_fraction,
       ema_decay=config.ema_decay or None, micro_batches=config.micro_batches,
       learning_rate_fn=schedule, agc_clipping=config.agc_clipping or None,
-      seed=config.seed)
+      seed=config.seed, diagnostics_every_steps=config.log_every_steps)

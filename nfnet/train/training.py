@@ -29,6 +29,11 @@ from nfnet.sam import sam_value_and_grad, split_micro_batches
 from nfnet.errors import UserError
 
 LOSSES = ("softmax", "sigmoid")
+# Training-health norms: a pass over every parameter each, so they can be
+# computed on logging steps only (`diagnostics_every_steps`); the metric
+# DIAGNOSTICS_FLAG (1.0 or 0.0) then says on which steps they were.
+DIAGNOSTIC_METRICS = ("grad_norm", "param_norm", "update_norm", "clip_fraction")
+DIAGNOSTICS_FLAG = "diagnostics"
 
 
 @flax.struct.dataclass
@@ -133,14 +138,22 @@ def make_train_step(model: NFNet, tx: optax.GradientTransformation, mesh: Mesh,
                     *, loss: str = "softmax", sam_rho: float = 0.0, sam_ascent_fraction: float = 0.2,
                     ema_decay: float | None = None, micro_batches: int = 1,
                     learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
-                    agc_clipping: float | None = None, seed: int = 0):
+                    agc_clipping: float | None = None, seed: int = 0,
+                    diagnostics_every_steps: int = 1):
   """Returns `train_step(state, batch) -> (state, metrics)`, jitted, state donated.
 
   `sam_rho > 0` turns on SAM with per-replica ascent: each device perturbs its
   own weights from its own examples' ascent gradient and only descent
   gradients are averaged. `micro_batches` splits each device's batch into
   sequential slices (gradient accumulation; for SAM, k virtual replicas).
+  `diagnostics_every_steps` > 1 computes DIAGNOSTIC_METRICS only when the
+  step just taken (counted from 1) is a multiple of it -- pass the logging
+  interval -- and adds the DIAGNOSTICS_FLAG metric; other steps return zeros
+  there, which `reporting.host_scalars` leaves out of the window's mean.
   """
+  if diagnostics_every_steps < 1:
+    raise ValueError("diagnostics_every_steps must be >= 1, got "
+                     f"{diagnostics_every_steps}.")
   if loss not in LOSSES:
     raise UserError(f"loss must be one of {LOSSES}, got {loss!r}.")
   num_classes = model.num_classes
@@ -179,6 +192,15 @@ def make_train_step(model: NFNet, tx: optax.GradientTransformation, mesh: Mesh,
                                 in_specs=(P(), P(DATA_AXIS), P()),
                                 out_specs=(P(), P()), check_vma=False)
 
+  def diagnostics(grads, params, updates, old_params):
+    out = {"grad_norm": optax.global_norm(grads),
+           "param_norm": optax.global_norm(params),
+           "update_norm": optax.global_norm(updates)}
+    if agc_clipping:
+      out["clip_fraction"] = optim.agc_clip_fraction(grads, old_params,
+                                                     agc_clipping)
+    return out
+
   def train_step(state: TrainState, batch):
     grads, metrics = sharded_grads(state.params, batch, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -186,15 +208,17 @@ def make_train_step(model: NFNet, tx: optax.GradientTransformation, mesh: Mesh,
     ema_params = state.ema_params
     if ema_decay is not None:
       ema_params = optim.update_ema(ema_params, params, state.step, ema_decay)
-    metrics.update(
-        grad_norm=optax.global_norm(grads),
-        param_norm=optax.global_norm(params),
-        update_norm=optax.global_norm(updates))
+    if diagnostics_every_steps == 1:
+      metrics.update(diagnostics(grads, params, updates, state.params))
+    else:
+      computed = (state.step + 1) % diagnostics_every_steps == 0
+      skipped = lambda *args: jax.tree_util.tree_map(
+          jnp.zeros_like, jax.eval_shape(diagnostics, *args))
+      metrics.update(jax.lax.cond(computed, diagnostics, skipped, grads,
+                                  params, updates, state.params))
+      metrics[DIAGNOSTICS_FLAG] = computed.astype(jnp.float32)
     if learning_rate_fn is not None:
       metrics["learning_rate"] = learning_rate_fn(state.step)
-    if agc_clipping:
-      metrics["clip_fraction"] = optim.agc_clip_fraction(
-          grads, state.params, agc_clipping)
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state, ema_params=ema_params)
     return new_state, metrics
