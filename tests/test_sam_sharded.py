@@ -133,6 +133,7 @@ def _measure() -> dict:
 
   return {
       "grad_scale": scale,
+      "loss_scale": abs(float(base_loss)),
       "per_replica_vma_False": diff("per_replica_vma_False"),
       "per_replica_vma_True": diff("per_replica_vma_True"),
       "micro8": diff("micro8"),
@@ -159,7 +160,10 @@ def test_per_replica_sam_is_the_mean_of_per_shard_sam():
           "per_replica_micro2_vs_micro16")
   for name in same:
     assert result[name]["grads"] < 1e-5 * scale, (name, result)
-    assert result[name]["loss"] < 1e-5, (name, result)
+    # Float32 rounding of a loss summed in another order (measured 1.5e-5
+    # at loss ~20 with XLA:CPU at -O0); a wrong algorithm moves it by ~1.
+    assert result[name]["loss"] < 2e-6 * max(1.0, result["loss_scale"]), (
+        name, result)
   # Synced ascent and one global ascent batch are different algorithms.
   for name in ("synced", "global_ascent"):
     assert result[name]["grads"] > 1e-2 * scale, (name, result)

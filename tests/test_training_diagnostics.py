@@ -14,7 +14,8 @@ def _run(tiny_nfnet_kwargs, every, steps=4):
   tx = optim.sgd_agc(0.1, clipping=0.01)
   images = jax.random.randint(jax.random.PRNGKey(0), (4, 32, 32, 3), 0, 255,
                               jnp.int32).astype(jnp.uint8)
-  params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(1),
+                               jnp.zeros((1, 32, 32, 3)))["params"]
   state = training.create_train_state(params, tx, use_ema=False)
   step = training.make_train_step(model, tx, mesh, agc_clipping=0.01,
                                   diagnostics_every_steps=every)

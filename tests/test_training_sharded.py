@@ -13,7 +13,8 @@ import pytest
 
 _SCRIPT_PRELUDE = """
 import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8")
 import json
 import jax, jax.numpy as jnp, numpy as np
 from nfnet import NFNet, optim
@@ -87,7 +88,6 @@ def fraction_of_zero_leaves(tree):
 def _run_on_8_devices(body: str) -> dict:
   script = _SCRIPT_PRELUDE + textwrap.dedent(body)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
   out = subprocess.run([sys.executable, "-c", script], capture_output=True,
                        text=True, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-4000:]
