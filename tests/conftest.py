@@ -8,7 +8,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the environment so that the xdist workers and every subprocess a test starts
 # inherit them:
 # - one Eigen thread per test worker, so two workers do not fight over 2 cores;
-# - LLVM at -O0: the same HLO and the same fusion decisions, less machine-code
+# - LLVM at -O0 without its expensive passes: the same HLO and the same fusion decisions, less machine-code
 #   optimisation (a tiny NFNet's init compiled in 11.7 s -> 4.2 s, its gradient
 #   13.9 s -> 7.5 s, the step ran in the same time at these sizes);
 # - a persistent compilation cache shared by all of them, keyed by XLA on the
@@ -16,7 +16,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #   (the tiny model's init, say) is compiled once per cache.
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [
     os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false",
-    "--xla_backend_optimization_level=0"]))
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true"]))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(_REPO, ".pytest_cache", "jax_compilation"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -55,3 +56,9 @@ def assert_backbone_loaded_and_head_fresh():
     np.testing.assert_array_equal(params["classifier"]["kernel"], fresh["classifier"]["kernel"])
 
   return check
+
+
+def pytest_collection_modifyitems(items):
+  """Slow tests first (a stable sort), so that under `-n 2` the two workers
+  end on short tests instead of one waiting on a long one."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)

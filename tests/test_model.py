@@ -242,6 +242,7 @@ def test_kernel_grad_by_matmul_in_bfloat16_keeps_the_kernel_dtype(rng):
                              rtol=2e-2, atol=5e-2)
 
 
+@pytest.mark.slow
 def test_model_outputs_and_grads_agree_across_conv_impls(tiny_nfnet_kwargs, rng):
   images = jax.random.normal(rng, (2, 32, 32, 3))
   models = {impl: NFNet(num_classes=5, conv_impl=impl, **tiny_nfnet_kwargs)

@@ -17,6 +17,9 @@ from flax import traverse_util
 from data import synthetic
 from nfnet.weights import run_checkpoint
 
+# Whole-program / multi-device runs: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 _WORKER = textwrap.dedent("""
     import json, sys
     import jax

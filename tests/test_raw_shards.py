@@ -10,6 +10,9 @@ from nfnet.train import from_config
 from pretrain import main as pretrain_main
 from pretrain.configs import synthetic as pretrain_synthetic
 
+# Whole-program / multi-device runs: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 NUM_CLASSES = 5
 
 

@@ -23,6 +23,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+# Whole-program / multi-device runs: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_DEVICES, PER_REPLICA, RHO, FRACTION = 8, 4, 0.5, 0.25

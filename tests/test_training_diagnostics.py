@@ -3,9 +3,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from nfnet import NFNet, optim
 from nfnet.train import parallel, training
+
+# Whole-program / multi-device runs: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.slow
 
 
 def _run(tiny_nfnet_kwargs, every, steps=4):

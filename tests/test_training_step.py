@@ -117,6 +117,7 @@ def test_each_block_drops_its_branch_at_rate_i_over_n():
 # EMA inside the train step
 # ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_step_ema_averages_post_update_params_with_warmed_up_decay(
     tiny_nfnet_kwargs):
   model = NFNet(num_classes=3, drop_rate=0.0, stochdepth_rate=0.0,
