@@ -11,6 +11,9 @@ import textwrap
 
 import pytest
 
+# Multi-device runs: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 _SCRIPT_PRELUDE = """
 import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -20,9 +23,6 @@ import jax, jax.numpy as jnp, numpy as np
 from nfnet import NFNet, optim
 from nfnet.model import normalize_images
 from nfnet.train import parallel, training
-
-# Whole-program / multi-device runs: scheduled first (tests/conftest.py).
-pytestmark = pytest.mark.slow
 assert jax.device_count() == 8
 mesh = parallel.make_data_mesh()
 # Dropout and stochastic depth on (block rates 0, 0.125, 0.25, 0.375), so
