@@ -8,9 +8,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the environment so that the xdist workers and every subprocess a test starts
 # inherit them:
 # - one Eigen thread per test worker, so two workers do not fight over 2 cores;
-# - LLVM at -O0 without its expensive passes: the same HLO and the same fusion decisions, less machine-code
-#   optimisation (a tiny NFNet's init compiled in 11.7 s -> 4.2 s, its gradient
-#   13.9 s -> 7.5 s, the step ran in the same time at these sizes);
+# - LLVM at -O0 without its expensive passes: the same HLO and the same
+#   fusion decisions, less machine-code optimisation (a tiny NFNet's init
+#   compiled in 11.7 s -> 4.1 s, its gradient 13.9 s -> 7.1 s; the step ran in
+#   the same time at these sizes);
 # - a persistent compilation cache shared by all of them, keyed by XLA on the
 #   program, its options and the versions, so a program that many tests build
 #   (the tiny model's init, say) is compiled once per cache.
