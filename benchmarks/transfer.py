@@ -14,6 +14,13 @@ class the way a transfer study is:
   `--per-class` (100) training photos each; evaluated on all 4,000 test
   photos of those classes.
 
+That is `--split tops`, the default: the pre-training classes share little
+with the downstream ones. `--split related` pairs each downstream class with
+a relative among the pre-training classes, the way a random split of a
+natural-image set does (cat and dog, car and truck): pre-training on
+T-shirt, pullover, trouser, sandal, bag and ankle boot, downstream coat,
+shirt, dress and sneaker.
+
 The photos are upscaled to 32 px RGB, JPEG-encoded and written as raw
 TFRecord shards with TensorFlow's own writer and no dataset_info.json, so
 the run goes through exactly what a user's shards go through. Then, in one
@@ -22,8 +29,9 @@ from that checkpoint, and the same fine-tune from scratch (the control).
 Prints one JSON line: both top-1s (raw and EMA), the gain, steps and wall
 time of every stage.
 
-    python benchmarks/transfer.py                       # ~8 min pre-training on 2 cores
-    python benchmarks/transfer.py --pretrain-arg steps=1000 --workdir /tmp/transfer
+    python benchmarks/transfer.py                       # ~7 min pre-training on 2 cores
+    python benchmarks/transfer.py --split related --workdir /tmp/transfer
+    python benchmarks/transfer.py --pretrain-arg steps=1000 --finetune-arg crop=0.35
 """
 from __future__ import annotations
 
@@ -40,8 +48,13 @@ import numpy as np
 from absl import logging
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
-PRETRAIN_CLASSES = (1, 3, 5, 7, 8, 9)
-DOWNSTREAM_CLASSES = (0, 2, 4, 6)
+# name -> (pre-training classes, downstream classes), as Fashion-MNIST labels:
+# 0 T-shirt, 1 trouser, 2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt,
+# 7 sneaker, 8 bag, 9 ankle boot.
+SPLITS = {
+    "tops": ((1, 3, 5, 7, 8, 9), (0, 2, 4, 6)),
+    "related": ((0, 2, 1, 5, 8, 9), (4, 6, 3, 7)),
+}
 RESOLUTION = 32
 
 
@@ -98,8 +111,11 @@ def write_tfrecords(directory: str, images: np.ndarray, labels: np.ndarray,
   return f"tfrecord:{directory}/data-*"
 
 
-def prepare(data_dir: str, out: str, per_class: int, seed: int) -> dict[str, str]:
-  """Writes the four splits once (skipped when present); returns their source specs."""
+def prepare(data_dir: str, out: str, per_class: int, seed: int,
+            split: str = "tops") -> dict[str, str]:
+  """Writes the four parts of `split` once (skipped when present); returns
+  their source specs."""
+  pretrain_classes, downstream_classes = SPLITS[split]
   names = ("pretrain_train", "pretrain_eval", "downstream_train", "downstream_eval")
   specs = {n: f"tfrecord:{out}/{n}/data-*" for n in names}
   if all(os.path.isdir(os.path.join(out, n)) for n in names):
@@ -107,10 +123,10 @@ def prepare(data_dir: str, out: str, per_class: int, seed: int) -> dict[str, str
   data = load_fashion_mnist(data_dir)
   rng = np.random.default_rng(seed)
   splits = {
-      "pretrain_train": select(*data["train"], PRETRAIN_CLASSES, None, rng),
-      "pretrain_eval": select(*data["test"], PRETRAIN_CLASSES, 2000 // len(PRETRAIN_CLASSES), rng),
-      "downstream_train": select(*data["train"], DOWNSTREAM_CLASSES, per_class, rng),
-      "downstream_eval": select(*data["test"], DOWNSTREAM_CLASSES, None, rng),
+      "pretrain_train": select(*data["train"], pretrain_classes, None, rng),
+      "pretrain_eval": select(*data["test"], pretrain_classes, 2000 // len(pretrain_classes), rng),
+      "downstream_train": select(*data["train"], downstream_classes, per_class, rng),
+      "downstream_eval": select(*data["test"], downstream_classes, None, rng),
   }
   for name, (images, labels) in splits.items():
     print(f"writing {name}: {len(images)} photos", file=sys.stderr)
@@ -128,6 +144,8 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data-dir", default=DEFAULT_DIR)
   parser.add_argument("--workdir", default=None, help="default: a fresh temporary directory")
+  parser.add_argument("--split", choices=sorted(SPLITS), default="tops",
+                      help="which classes pre-train and which are downstream (see above)")
   parser.add_argument("--per-class", type=int, default=100,
                       help="downstream training photos per class")
   parser.add_argument("--pretrain-arg", default="", help="pretrain/configs/small.py argument, e.g. steps=4000")
@@ -144,19 +162,21 @@ def main(argv=None) -> dict:
   logging.set_verbosity(logging.INFO)  # the programs' progress lines
 
   workdir = args.workdir or tempfile.mkdtemp(prefix="transfer_")
-  specs = prepare(args.data_dir, os.path.join(workdir, "data"), args.per_class, args.seed)
+  specs = prepare(args.data_dir, os.path.join(workdir, "data", args.split), args.per_class,
+                  args.seed, args.split)
+  pretrain_classes, downstream_classes = SPLITS[args.split]
 
   def with_classes(arg: str, classes: int) -> str:
     return ",".join(filter(None, [f"classes={classes}", arg]))
 
-  pre = pretrain_small.get_config(with_classes(args.pretrain_arg, len(PRETRAIN_CLASSES)))
+  pre = pretrain_small.get_config(with_classes(args.pretrain_arg, len(pretrain_classes)))
   pre.data.train, pre.data.eval = specs["pretrain_train"], specs["pretrain_eval"]
   pre.seed = args.seed
   pre_metrics, pre_seconds = run_stage(pretrain_main, pre, os.path.join(workdir, "pretrain"))
 
   results = {}
   for name, init_from in (("finetuned", os.path.join(workdir, "pretrain")), ("scratch", "")):
-    config = finetune_small.get_config(with_classes(args.finetune_arg, len(DOWNSTREAM_CLASSES)))
+    config = finetune_small.get_config(with_classes(args.finetune_arg, len(downstream_classes)))
     config.data.train, config.data.eval = specs["downstream_train"], specs["downstream_eval"]
     config.init_from, config.seed = init_from, args.seed
     metrics, seconds = run_stage(finetune_main, config, os.path.join(workdir, name))
@@ -164,11 +184,11 @@ def main(argv=None) -> dict:
                      "steps": config.total_steps, "seconds": round(seconds, 1)}
 
   report = {
-      "benchmark": "transfer", "data": "fashion-mnist 32px (real photos)",
-      "pretrain": {"classes": len(PRETRAIN_CLASSES), "steps": pre.total_steps,
+      "benchmark": "transfer", "data": "fashion-mnist 32px (real photos)", "split": args.split,
+      "pretrain": {"classes": len(pretrain_classes), "steps": pre.total_steps,
                    "seconds": round(pre_seconds, 1), "eval_top1": pre_metrics.get("eval/top1"),
                    "arg": args.pretrain_arg},
-      "downstream": {"classes": len(DOWNSTREAM_CLASSES), "train_per_class": args.per_class,
+      "downstream": {"classes": len(downstream_classes), "train_per_class": args.per_class,
                      "eval_examples": 4000, "arg": args.finetune_arg},
       **results,
       "gain_top1": round(results["finetuned"]["top1"] - results["scratch"]["top1"], 4),

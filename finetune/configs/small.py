@@ -5,21 +5,33 @@ r"""Fine-tune a small-image pre-training on a small labelled set (32-64 px).
         --config.data.train='tfrecord:/data/target/train-*' \
         --config.data.eval='tfrecord:/data/target/eval-*'
 
-The partner of pretrain/configs/small.py (same model family, same crops and
-whole-image eval): the paper's fine-tune in miniature, SGD-Nesterov + AGC
-0.01, SAM rho 0.05 on 20% of the batch, EMA with warm-up, raw and EMA
-weights evaluated. Leave init_from empty for the from-scratch control.
-Measured on real photos in `benchmarks/transfer.py` (README table): 65.9%
-top-1 on four classes of tops with 100 photos each after a 1,000-step
-pre-training, against 62.1% from scratch.
+The partner of pretrain/configs/small.py (same model family and whole-image
+eval): the paper's fine-tune in miniature, SGD-Nesterov at lr 0.1 with 10%
+warm-up then cosine, SAM rho 0.05 on 20% of the batch, EMA 0.99 with warm-up,
+raw and EMA weights evaluated. Leave init_from empty for the from-scratch
+control. Two choices differ from the paper's large-batch fine-tune, both
+measured on real photos (`benchmarks/transfer.py`, 300 steps of batch 64 on
+100 photos per class, README table):
+
+- AGC threshold 0.1, not 0.01. The paper's 0.01 is for batches of 1024 and
+  more and it notes that smaller batches want a larger threshold; at batch 64
+  it rescaled 13-20% of the units every step and held training back (from
+  scratch, 62.1% -> 65.2% top-1 on its own). Without AGC lr 0.1 diverges.
+- Crops keep 70-100% of the image (`crop=0.7`), not 35%: 300 steps on a few
+  hundred photos underfit under stronger crops (training top-1 stayed under
+  65%). With both changes fine-tuned top-1 went 65.5% -> 71.9% on the tops
+  split and 82.6% -> 86.2% on the related split, and from scratch 62.1% ->
+  71.6% and 82.2% -> 84.7%. Crops of 50% or 100%, lr 0.03, threshold 0.05
+  and SAM off all measured within 2 points below.
 """
 from nfnet.train import config_base
 
 
 def get_config(arg=None):
   config, arg = config_base.small_image_config(arg, steps=300, lr=0.1,
-                                              warmup_divisor=10)
-  config_base.finetune_recipe(config, lr=arg.lr, ema_decay=0.99)
+                                              warmup_divisor=10, crop=0.7)
+  config_base.finetune_recipe(config, lr=arg.lr, ema_decay=0.99,
+                              agc_clipping=0.1)
 
   config_base.cadence(config, log=50, eval=arg.steps,
                       checkpoint=arg.steps, keep=1)

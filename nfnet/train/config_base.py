@@ -164,10 +164,12 @@ def cadence(config: ml_collections.ConfigDict, *, log: int, eval: int,  # pylint
 
 
 def small_image_config(arg: str | None, *, steps: int, lr: float,
-                       warmup_divisor: int):
+                       warmup_divisor: int, **arg_defaults):
   """(config, parsed arg) of a small-image config (SMALL_IMAGE_ARGS plus
-  `steps` and `lr`), warming up over the first 1/`warmup_divisor` steps."""
-  arg = parse_arg(arg, **SMALL_IMAGE_ARGS, steps=steps, lr=lr)
+  `steps` and `lr`, with `arg_defaults` replacing any of their defaults),
+  warming up over the first 1/`warmup_divisor` steps."""
+  arg = parse_arg(arg, **{**SMALL_IMAGE_ARGS, "steps": steps, "lr": lr,
+                          **arg_defaults})
   config = base_config()
   small_images(config, arg)
   config.warmup_steps = max(1, arg.steps // warmup_divisor)
@@ -215,13 +217,15 @@ def synthetic_run(config: ml_collections.ConfigDict, data_dir: str,
 
 def finetune_recipe(config: ml_collections.ConfigDict, *, lr: float = 0.1,
                     weight_decay: float = 1e-5, sam_rho: float = 0.05,
-                    ema_decay: float = 0.9999) -> None:
+                    ema_decay: float = 0.9999,
+                    agc_clipping: float = 0.01) -> None:
   """The paper's fine-tune optimizer: SGD at `lr` (not batch-scaled) + AGC
-  0.01, weight decay 1e-5, SAM rho 0.05 on a fifth of each batch, EMA."""
+  (0.01, the paper's threshold for batches of 1024 and more), weight decay
+  1e-5, SAM rho 0.05 on a fifth of each batch, EMA."""
   config.lr = lr
   config.lr_batch_scaling = False
   config.weight_decay = weight_decay
-  config.agc_clipping = 0.01
+  config.agc_clipping = agc_clipping
   config.sam_rho = sam_rho
   config.sam_ascent_fraction = 0.2
   config.ema_decay = ema_decay

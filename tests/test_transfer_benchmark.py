@@ -1,0 +1,89 @@
+"""benchmarks/transfer.py's data: Fashion-MNIST's IDX files -> class-split raw TFRecord shards.
+
+The benchmark's claim rests on its split: the pre-training and downstream
+classes must not overlap, each part must hold exactly the photos it says (every
+training photo of the pre-training classes, `per_class` of each downstream
+class, every test photo of the downstream classes), and labels must be
+renumbered in the split's class order. A fake Fashion-MNIST whose every photo
+is a flat grey level that encodes its original class (and, in the low bits,
+its index) checks all of that through the toolkit's own TFRecord reader.
+"""
+import gzip
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import simplejpeg
+
+from data import sources
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The benchmark draws 2000 // 6 = 333 test photos of each pre-training class.
+TRAIN_PER_CLASS, TEST_PER_CLASS = 6, 334
+GREY_STEP = 24  # grey level of class c: 10 + 24 * c, far apart after JPEG
+
+
+def _transfer_module():
+  spec = importlib.util.spec_from_file_location(
+      "transfer_benchmark", os.path.join(ROOT, "benchmarks", "transfer.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _write_idx(path: str, array: np.ndarray) -> None:
+  """The MNIST IDX format: zero, zero, dtype 0x08 (uint8), ndim, big-endian dims."""
+  header = bytes([0, 0, 8, array.ndim]) + b"".join(
+      int(n).to_bytes(4, "big") for n in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_fashion_mnist(directory: str) -> None:
+  for name, per_class in (("train", TRAIN_PER_CLASS), ("t10k", TEST_PER_CLASS)):
+    labels = np.repeat(np.arange(10), per_class)
+    np.random.default_rng(1).shuffle(labels)
+    images = np.broadcast_to((10 + GREY_STEP * labels)[:, None, None],
+                             (len(labels), 28, 28))
+    _write_idx(os.path.join(directory, f"{name}-images-idx3-ubyte.gz"), images)
+    _write_idx(os.path.join(directory, f"{name}-labels-idx1-ubyte.gz"), labels)
+
+
+def test_read_idx_round_trips_shape_and_values(tmp_path):
+  transfer = _transfer_module()
+  array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
+  _write_idx(tmp_path / "x.gz", array)
+  np.testing.assert_array_equal(transfer.read_idx(str(tmp_path / "x.gz")), array)
+
+
+@pytest.mark.parametrize("split", ["tops", "related"])
+def test_prepare_writes_disjoint_relabelled_parts_of_the_split(tmp_path, split):
+  transfer = _transfer_module()
+  pretrain_classes, downstream_classes = transfer.SPLITS[split]
+  assert not set(pretrain_classes) & set(downstream_classes)
+  assert len(set(pretrain_classes) | set(downstream_classes)) == 10
+
+  _fake_fashion_mnist(str(tmp_path))
+  specs = transfer.prepare(str(tmp_path), str(tmp_path / "out"), per_class=2,
+                           seed=0, split=split)
+  expected = {  # part -> (original classes, photos of each)
+      "pretrain_train": (pretrain_classes, TRAIN_PER_CLASS),
+      "pretrain_eval": (pretrain_classes, 2000 // 6),
+      "downstream_train": (downstream_classes, 2),
+      "downstream_eval": (downstream_classes, TEST_PER_CLASS),
+  }
+  assert set(specs) == set(expected)
+  for part, (classes, per_class) in expected.items():
+    source = sources.open_source(specs[part])
+    assert source.num_classes is None  # raw shards: no dataset_info.json
+    seen = []
+    for i in range(len(source)):
+      record = source[i]
+      image = simplejpeg.decode_jpeg(bytes(record.image))
+      assert image.shape == (transfer.RESOLUTION, transfer.RESOLUTION, 3)
+      original = int(round((image.mean() - 10) / GREY_STEP))
+      # Renumbered in the split's order: label k is the split's k-th class.
+      assert [int(l) for l in record.labels] == [classes.index(original)], part
+      seen.append(original)
+    assert sorted(seen) == sorted(np.repeat(classes, per_class).tolist()), part
