@@ -1,7 +1,10 @@
-"""Training logs: window means, the learning rate at the logged step, NaN stops."""
+"""Training logs: window means, the learning rate at the logged step, NaN stops, the run summary."""
+import jax
 import numpy as np
 import pytest
 
+from nfnet.model import NFNet
+from nfnet.train import config_base, parallel, setup
 from nfnet.train import metrics as reporting
 from nfnet.train.results import read_scalars
 
@@ -44,3 +47,16 @@ def test_diagnostics_average_only_over_the_steps_that_computed_them():
   # Steps without the flag (diagnostics every step) average as before.
   assert reporting.host_scalars([{"grad_norm": 1.0}, {"grad_norm": 3.0}]) == {
       "grad_norm": 2.0}
+
+
+def test_run_summary_counts_parameters_as_a_whole_number():
+  config = config_base.base_config()
+  config.update(batch_size=8, resolution=32)
+  model = NFNet(variant="F0", num_classes=3, width=0.125, depths=(1, 1, 1, 1),
+                group_size=16)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), is_training=False))
+  count = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes))
+  summary = reporting.run_summary(model, config, setup.Durations(20, 2, 10.0),
+                                  parallel.make_data_mesh())
+  assert f"({count:,} params," in summary, summary

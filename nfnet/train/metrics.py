@@ -144,7 +144,8 @@ def run_summary(model, config: ml_collections.ConfigDict, durations,
   """One line that says what this run is, for the log and TensorBoard."""
   params = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), is_training=False))
-  num_params = parameter_overview.count_parameters(params["params"])
+  # clu counts shapes as floats; a parameter count is a whole number.
+  num_params = int(parameter_overview.count_parameters(params["params"]))
   macs = flops.model_macs_per_image(model, params["params"], config.resolution)
   devices = mesh.devices.size
   macs_text = f"{macs / 1e9:.2f}B" if macs >= 1e9 else f"{macs / 1e6:.1f}M"
