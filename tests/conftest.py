@@ -42,6 +42,22 @@ def rng():
 
 
 @pytest.fixture
+def benchmark_module():
+  """Imports a script of benchmarks/ (a folder of scripts, not a package) by name."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def load(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_benchmark", os.path.join(root, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+  return load
+
+
+@pytest.fixture
 def assert_backbone_loaded_and_head_fresh():
   """Checks fine-tuning's start: every non-head parameter equals the source's,
   and the classifier is the fresh model's, not the source's."""

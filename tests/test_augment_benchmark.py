@@ -1,6 +1,5 @@
 """The input-pipeline benchmark: its timing against iterators of known cost,
 and the end-to-end run with its --json contract."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,14 +11,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 8
-
-
-def _benchmark_module():
-  spec = importlib.util.spec_from_file_location(
-      "input_pipeline_benchmark", os.path.join(ROOT, "benchmarks", "input_pipeline.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 class _KnownCost:
@@ -45,8 +36,8 @@ class _KnownCost:
     self.closed = True
 
 
-def test_measure_times_only_the_batches_after_warmup():
-  measure = _benchmark_module().measure
+def test_measure_times_only_the_batches_after_warmup(benchmark_module):
+  measure = benchmark_module("input_pipeline").measure
   batches, batch_s, warmup_s = 4, 0.05, 0.25
   expected = BATCH / batch_s  # 160 images/s; counting the warm-up batch would give 71
 

@@ -9,7 +9,6 @@ is a flat grey level that encodes its original class (and, in the low bits,
 its index) checks all of that through the toolkit's own TFRecord reader.
 """
 import gzip
-import importlib.util
 import os
 
 import numpy as np
@@ -18,18 +17,9 @@ import simplejpeg
 
 from data import sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The benchmark draws 2000 // 6 = 333 test photos of each pre-training class.
 TRAIN_PER_CLASS, TEST_PER_CLASS = 6, 334
 GREY_STEP = 24  # grey level of class c: 10 + 24 * c, far apart after JPEG
-
-
-def _transfer_module():
-  spec = importlib.util.spec_from_file_location(
-      "transfer_benchmark", os.path.join(ROOT, "benchmarks", "transfer.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _write_idx(path: str, array: np.ndarray) -> None:
@@ -50,16 +40,17 @@ def _fake_fashion_mnist(directory: str) -> None:
     _write_idx(os.path.join(directory, f"{name}-labels-idx1-ubyte.gz"), labels)
 
 
-def test_read_idx_round_trips_shape_and_values(tmp_path):
-  transfer = _transfer_module()
+def test_read_idx_round_trips_shape_and_values(tmp_path, benchmark_module):
+  transfer = benchmark_module("transfer")
   array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
   _write_idx(tmp_path / "x.gz", array)
   np.testing.assert_array_equal(transfer.read_idx(str(tmp_path / "x.gz")), array)
 
 
 @pytest.mark.parametrize("split", ["tops", "related"])
-def test_prepare_writes_disjoint_relabelled_parts_of_the_split(tmp_path, split):
-  transfer = _transfer_module()
+def test_prepare_writes_disjoint_relabelled_parts_of_the_split(tmp_path, split,
+                                                               benchmark_module):
+  transfer = benchmark_module("transfer")
   pretrain_classes, downstream_classes = transfer.SPLITS[split]
   assert not set(pretrain_classes) & set(downstream_classes)
   assert len(set(pretrain_classes) | set(downstream_classes)) == 10

@@ -12,7 +12,7 @@ several labels per image; `loss=sigmoid` then fits JFT-style data). Every
 choice below was measured on real photos (Fashion-MNIST's product photos
 upscaled to 32 px, `benchmarks/transfer.py`; see the README's table):
 
-- model: F0's topology at 1/4 width with one block per stage (2.2M
+- model: F0's topology at 1/4 width with one block per stage (1.4M
   parameters at 6 classes): the widest that trains thousands of steps in a
   few minutes on 2 cores;
 - crops: the reference's Inception sampler, but keeping 35-100% of the
