@@ -28,8 +28,10 @@ points better than 1,000 steps on the tops split), `res` the resolution,
 `width` / `depth` the model size, `crop` the smallest crop area, `eval_crop`
 the kept fraction (0: the default).
 
-Measured (`python benchmarks/transfer.py --pretrain-arg steps=1000`):
-95.0% eval top-1 on the six pre-training classes after 1,000 steps.
+Measured (`python benchmarks/transfer.py [--split related]`): 96.8% (tops
+split) and 97.7% (related split) eval top-1 on the six pre-training classes
+after the default 4,000 steps, in 426 s and 420 s. lr 0.1 with AGC 0.1, or
+crops of 70-100%, transferred the same as these settings.
 """
 from nfnet.train import config_base
 
