@@ -1,4 +1,6 @@
 """Training logs: window means, the learning rate at the logged step, NaN stops, the run summary."""
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -30,6 +32,38 @@ def test_loss_is_the_window_mean_and_learning_rate_the_value_at_the_step(tmp_pat
   assert list(steps) == [2, 4] and np.allclose(values, [3.5, 1.5])
   steps, values = scalars["learning_rate"]
   assert list(steps) == [2, 4] and np.allclose(values, [0.5, 1.0])
+
+
+def test_progress_times_finished_steps_not_dispatched_ones(tmp_path, monkeypatch):
+  """Steps are dispatched in 0.1 s each; fetching a window's metrics waits
+  1 s for the device to finish them. clu's steps_per_sec (and its ETA) must
+  count that wait in the window it belongs to, as steps_per_s does."""
+  now, queued = [0.0], [False]
+  monkeypatch.setattr(time, "monotonic", lambda: now[0])
+  monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+  fetch = jax.device_get
+
+  def fetch_after_the_device_finishes(tree):
+    if queued[0]:  # only the first fetch after dispatches waits
+      now[0] += 1.0
+      queued[0] = False
+    return fetch(tree)
+
+  monkeypatch.setattr(jax, "device_get", fetch_after_the_device_finishes)
+  writer = reporting.make_writer(str(tmp_path))
+  logger = reporting.TrainLogger(writer, total_steps=4, batch_size=8, every_steps=2)
+  for step in range(1, 5):
+    now[0] += 0.1
+    queued[0] = True
+    logger(step, {"loss": np.float32(1.0), "learning_rate": np.float32(0.1)})
+  writer.close()
+
+  scalars = read_scalars(str(tmp_path))
+  steps, rates = scalars["steps_per_sec"]
+  assert list(steps) == [2, 4]
+  # Step 1 finished dispatching at 0.1 s; step 2's metrics arrived at 1.2 s.
+  np.testing.assert_allclose(rates, [1 / 1.1, 2 / 1.2], rtol=1e-6)
+  np.testing.assert_allclose(scalars["steps_per_s"][1], [2 / 1.2], rtol=1e-6)
 
 
 def test_non_finite_loss_names_the_first_bad_step(tmp_path):

@@ -115,10 +115,14 @@ class TrainLogger:
   def __call__(self, step: int, metrics: Mapping[str, Any],
                flush: bool = False) -> None:
     self._pending.append((step, metrics))
-    self.progress(step)
     if step % self.every_steps and not flush:
+      self.progress(step)
       return
+    # Steps are dispatched ahead of the device: wait for the window's steps
+    # before the progress report times them, or its steps/s and ETA would
+    # count dispatches (the first window read 10 steps/s for a real 4).
     per_step = jax.device_get(self._pending)
+    self.progress(step)
     self._pending = []
     check_finite({s: float(m["loss"]) for s, m in per_step})
     scalars = host_scalars([m for _, m in per_step])
