@@ -12,7 +12,7 @@
 # 4. trains the same model on the downstream set from scratch, same recipe;
 # 5. prints both top-1s side by side, writes DIR/curves.png and tells how to
 #    open TensorBoard.
-# Re-running resumes or skips finished stages. About 7 minutes on 2 cores.
+# Re-running resumes or skips finished stages. About 6 minutes on 2 cores.
 set -euo pipefail
 
 OUT=./demo_out
