@@ -23,8 +23,8 @@ upscaled to 32 px, `benchmarks/transfer.py`; see the README's table):
   cosine, weight decay 5e-5, float32 on CPU.
 
 `steps=N` sets the length (the default 4,000 steps, evaluations included,
-took 412 s on 2 cores here, inside an 8-minute budget; they transferred 2.3
-points better than 1,000 steps on the tops split), `res` the resolution,
+took 420-426 s on 2 cores here, inside an 8-minute budget; they transferred
+2.3 points better than 1,000 steps on the tops split), `res` the resolution,
 `width` / `depth` the model size, `crop` the smallest crop area, `eval_crop`
 the kept fraction (0: the default).
 
