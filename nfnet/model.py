@@ -178,7 +178,13 @@ class NFNet(nn.Module):
   1x1 convs and kernel gradients as matmuls; 'native' elsewhere), 'native',
   'per_group', 'matmul'. `remat` recomputes each block in the backward pass.
   `ws_eps_mode='add'`, `ws_eps=1e-5`, `activation='gelu_exact'` reproduce
-  the timm port's numerics.
+  the timm port's numerics. `stem_stride` is the stem's total stride: the
+  reference's 4 leaves a 1x1 final map at 32 px, so small images may take 2
+  (the stem's last conv, or NF-ResNets' 7x7 conv, does not stride) or 1
+  (nothing in the stem strides); the parameters are the same for all three.
+  `stem_width` multiplies the widths (16, 32, 64) of the NFNet stem's first
+  three convs: they are fixed in the reference, so at 1/4 width they take
+  over half of the model's MACs.
   """
 
   variant: str = "F0"
@@ -199,6 +205,8 @@ class NFNet(nn.Module):
   conv_impl: str = "auto"
   ws_eps: float = 1e-4
   ws_eps_mode: str = "floor"
+  stem_stride: int = 4
+  stem_width: float = 1.0
 
   @property
   def spec(self) -> variants_lib.Variant:
@@ -236,8 +244,11 @@ class NFNet(nn.Module):
               conv_impl=conv_impl)
     x = images.astype(self.dtype)
 
+    first_stride, second_stride = _stem_strides(self.stem_stride)
     if self.spec.family == "nfnet":
-      stem = ((16, 2), (32, 1), (64, 1), (self._stem_channels(), 2))
+      stem = ((int(16 * self.stem_width), first_stride),
+              (int(32 * self.stem_width), 1), (int(64 * self.stem_width), 1),
+              (self._stem_channels(), second_stride))
       for i, (features, stride) in enumerate(stem):
         x = WSConv2D(features, 3, stride, name=f"stem_conv{i}", **ws)(x)
         if i < len(stem) - 1:
@@ -247,8 +258,13 @@ class NFNet(nn.Module):
                           use_two_convs=self.use_two_convs,
                           expansion=variants_lib.NFNET_EXPANSION)
     else:
-      x = WSConv2D(self._stem_channels(), 7, 2, name="stem_conv", **ws)(x)
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      if self.stem_width != 1.0:
+        raise ValueError("stem_width applies to NFNet stems; NF-ResNets' "
+                         "one-conv stem is set by `width`.")
+      x = WSConv2D(self._stem_channels(), 7, second_stride, name="stem_conv",
+                   **ws)(x)
+      if first_stride > 1:
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
       block_cls = NFResBlock
       block_kwargs = dict(bottleneck_ratio=variants_lib.NF_RESNET_BOTTLENECK_RATIO)
 
@@ -271,6 +287,14 @@ class NFNet(nn.Module):
                       bias_init=nn.initializers.constant(self.head_bias_init),
                       name=CLASSIFIER)(pooled)
     return (logits, features) if return_features else logits
+
+
+def _stem_strides(stem_stride: int) -> tuple[int, int]:
+  """The stem's two strided steps for a total stride of 4, 2 or 1."""
+  strides = {4: (2, 2), 2: (2, 1), 1: (1, 1)}
+  if stem_stride not in strides:
+    raise ValueError(f"stem_stride must be 4, 2 or 1, got {stem_stride}.")
+  return strides[stem_stride]
 
 
 def count_params(params) -> int:

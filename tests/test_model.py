@@ -312,6 +312,46 @@ def test_forward_shapes_dtypes_and_features(tiny_nfnet_kwargs, rng):
   assert not np.any(params["classifier"]["bias"])
 
 
+@pytest.mark.parametrize("family_kwargs", [
+    {}, {"variant": "NF-ResNet-50", "width": 0.125, "depths": (1, 1, 1, 1)}])
+@pytest.mark.parametrize("stem_stride,final_side", [(4, 1), (2, 2), (1, 4)])
+def test_stem_stride_sets_the_final_map_and_keeps_the_parameters(
+    tiny_nfnet_kwargs, rng, family_kwargs, stem_stride, final_side):
+  kwargs = {**tiny_nfnet_kwargs, **family_kwargs}
+  images = jnp.zeros((1, 32, 32, 3))
+  model = NFNet(num_classes=3, stem_stride=stem_stride, **kwargs)
+  params = model.init(rng, images)["params"]
+  reference_shapes = jax.tree_util.tree_map(
+      jnp.shape, NFNet(num_classes=3, **kwargs).init(rng, images)["params"])
+  assert jax.tree_util.tree_map(jnp.shape, params) == reference_shapes
+  _, state = model.apply({"params": params}, images,
+                         capture_intermediates=True)
+  last_block = state["intermediates"][f"nf_block_{len(model.blocks()) - 1}"]
+  assert last_block["__call__"][0].shape[1:3] == (final_side, final_side)
+
+
+def test_stem_width_scales_only_the_stems_first_three_convs(
+    tiny_nfnet_kwargs, rng):
+  images = jnp.zeros((1, 32, 32, 3))
+  shapes = lambda model: jax.tree_util.tree_map(
+      jnp.shape, model.init(rng, images)["params"])
+  reference = shapes(NFNet(num_classes=3, **tiny_nfnet_kwargs))
+  thin = shapes(NFNet(num_classes=3, stem_width=0.5, **tiny_nfnet_kwargs))
+  for i, width in enumerate((8, 16, 32)):
+    assert thin[f"stem_conv{i}"]["kernel"][-1] == width
+  thin_tail = {k: v for k, v in thin.items() if k[:9] != "stem_conv"}
+  assert thin_tail == {k: v for k, v in reference.items()
+                       if k[:9] != "stem_conv"}
+  assert thin["stem_conv3"]["kernel"][-1] == reference["stem_conv3"]["kernel"][-1]
+  with pytest.raises(ValueError, match="stem_width applies to NFNet stems"):
+    NFNet(variant="NF-ResNet-50", stem_width=0.5).init(rng, images)
+
+
+def test_unsupported_stem_stride_fails_clearly(tiny_nfnet_kwargs, rng):
+  with pytest.raises(ValueError, match="stem_stride must be 4, 2 or 1"):
+    NFNet(stem_stride=8, **tiny_nfnet_kwargs).init(rng, jnp.zeros((1, 32, 32, 3)))
+
+
 def test_training_mode_uses_dropout_rng_and_is_stochastic(tiny_nfnet_kwargs, rng):
   model = NFNet(num_classes=5, stochdepth_rate=0.5, drop_rate=0.5,
                 **tiny_nfnet_kwargs)

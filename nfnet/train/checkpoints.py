@@ -136,7 +136,8 @@ def model_description(model) -> dict:
 # surgery; dropout, stochastic depth, dtype, remat, conv_impl are free.)
 ARCHITECTURE_FIELDS = ("variant", "width", "depths", "group_size", "activation",
                        "alpha", "se_ratio", "use_two_convs", "final_conv_mult",
-                       "ws_eps", "ws_eps_mode")
+                       "ws_eps", "ws_eps_mode", "stem_stride",
+                       "stem_width")
 
 
 def _architecture(model) -> dict:

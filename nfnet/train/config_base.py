@@ -37,6 +37,8 @@ def model_config(variant: str = "F0") -> ml_collections.ConfigDict:
       "conv_impl": "auto",
       "ws_eps": 1e-4,
       "ws_eps_mode": "floor",
+      "stem_stride": 4,   # 2 or 1 keeps more resolution for small images
+      "stem_width": 1.0,  # multiplies the stem's 16/32/64 channels
   })
 
 
