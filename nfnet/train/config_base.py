@@ -43,11 +43,14 @@ def model_config(variant: str = "F0") -> ml_collections.ConfigDict:
 
 
 def small_image_model(model: ml_collections.ConfigDict, width: float = 0.25,
-                      depth: int = 1) -> None:
+                      depth: int = 1, stem_stride: int = 4,
+                      stem_width: float = 1.0) -> None:
   """The small-image configs' NFNet: F0's topology at `width`, `depth` blocks
-  per stage, group width 32, float32 (fastest on CPU), no dropout or
-  stochastic depth (too few blocks and steps to need them)."""
+  per stage, the stem's stride and width, group width 32, float32 (fastest
+  on CPU), no dropout or stochastic depth (too few blocks and steps to need
+  them)."""
   model.update(variant="F0", width=width, depths=(depth,) * 4, group_size=32,
+               stem_stride=stem_stride, stem_width=stem_width,
                dtype="float32", stochdepth_rate=0.0, drop_rate=0.0)
 
 
@@ -150,8 +153,8 @@ def base_config() -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------
 
 # The small-image configs' `:args` (pretrain/ and finetune/configs/small.py).
-SMALL_IMAGE_ARGS = dict(classes=0, res=32, width=0.25, depth=1, batch=64,
-                        crop=0.35, eval_crop=1.0)
+SMALL_IMAGE_ARGS = dict(classes=0, res=32, width=0.25, depth=1, stem_stride=4,
+                        stem_width=1.0, batch=64, crop=0.35, eval_crop=1.0)
 
 
 def cadence(config: ml_collections.ConfigDict, *, log: int, eval: int,  # pylint: disable=redefined-builtin
@@ -182,7 +185,8 @@ def small_images(config: ml_collections.ConfigDict, arg) -> None:
   """A run on small images (CIFAR-like): the small-image model, in-process
   loading, the crop and eval-crop from `arg` (SMALL_IMAGE_ARGS plus `steps`
   and `lr`), softmax, an unscaled lr and AGC 0.01."""
-  small_image_model(config.model, arg.width, arg.depth)
+  small_image_model(config.model, arg.width, arg.depth, arg.stem_stride,
+                    arg.stem_width)
   if arg.classes:
     config.model.num_classes = arg.classes
   config.data.num_workers = 0
