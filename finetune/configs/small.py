@@ -31,7 +31,7 @@ On CIFAR-10's natural photos (`--split cifar10`: frog, horse, ship, truck
 downstream) from the default pre-training: 85.7% (EMA 85.9%) against 77.9%
 from scratch. On Fashion-MNIST, from the 4,000-step pre-training with the
 earlier 35-100% crops: 74.2% against 71.6% from scratch on the tops split
-(72.7% against 71.7% with today's 70-100%), 86.7% against 84.7% on the
+(72.7% against 71.7% with the current 70-100%), 86.7% against 84.7% on the
 related split. Fine-tuning
 at 48 px (`res=48`, 1.5x the time) gave 86.3% against 82.6% on the related
 split: a larger gain, but no better fine-tuned model.
