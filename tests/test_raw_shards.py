@@ -7,7 +7,10 @@ import pytest
 import tensorflow as tf
 
 from nfnet.train import from_config
+from finetune import main as finetune_main
+from finetune.configs import small as finetune_small
 from pretrain import main as pretrain_main
+from pretrain.configs import small as pretrain_small
 from pretrain.configs import synthetic as pretrain_synthetic
 
 # Whole-program / multi-device runs: scheduled first (tests/conftest.py).
@@ -77,3 +80,25 @@ def test_raw_tfrecord_shards_pretrain_with_config_label_space(tmp_path, multi_la
   metrics = pretrain_main.train(config, str(tmp_path / "workdir"))
   assert metrics["eval/examples"] == 10
   assert np.isfinite(metrics["eval/top1"])
+
+
+def test_small_image_configs_chain_on_raw_shards(tmp_path):
+  """pretrain/configs/small.py -> finetune/configs/small.py, as a laptop user
+  runs them on raw shards; the fine-tune mixes its batches unless mix=0."""
+  data_dir = str(tmp_path / "shards")
+  train = _write_shards(data_dir, "train", 24, False, seed=0)
+  evaluation = _write_shards(data_dir, "eval", 10, False, seed=1)
+  pretrain_config = pretrain_small.get_config(f"classes={NUM_CLASSES},steps=2,batch=8")
+  pretrain_config.data.train, pretrain_config.data.eval = train, evaluation
+  pretrain_dir = str(tmp_path / "pretrain")
+  assert np.isfinite(pretrain_main.train(pretrain_config, pretrain_dir)["eval/top1"])
+
+  config = finetune_small.get_config(f"classes={NUM_CLASSES},steps=2,batch=8")
+  config.data.train, config.data.eval = train, evaluation
+  config.init_from = pretrain_dir
+  targets = next(from_config.make_train_data(config, 0, 1).iterator)["targets"]
+  assert targets.shape == (8, NUM_CLASSES)
+  assert np.any((targets > 0) & (targets < 1))  # mixed, not one-hot
+  metrics = finetune_main.train(config, str(tmp_path / "finetune"))
+  assert metrics["eval/examples"] == metrics["eval_ema/examples"] == 10
+  assert not finetune_small.get_config("mix=0").augment.mixup_cutmix
