@@ -36,7 +36,7 @@ checkpoint, and the same fine-tune from scratch (the control). Prints one
 JSON line: both top-1s (raw and EMA), the gain, steps and wall time of every
 stage.
 
-    python benchmarks/transfer.py --split cifar10       # 9-11 min pre-training on 2 cores
+    python benchmarks/transfer.py --split cifar10       # about 8 min pre-training on 2 cores
     python benchmarks/transfer.py --split related --workdir /tmp/transfer
     python benchmarks/transfer.py --pretrain-arg steps=1000 --finetune-arg crop=0.35
 """
