@@ -263,10 +263,10 @@ def main(argv=None) -> dict:
   report = {
       "benchmark": "transfer", "data": DATASETS[split.dataset].description, "split": args.split,
       "pretrain": {"classes": len(pretrain_classes), "steps": pre.total_steps,
-                   "seconds": round(pre_seconds, 1), "eval_top1": pre_metrics.get("eval/top1"),
+                   "resolution": pre.resolution, "seconds": round(pre_seconds, 1), "eval_top1": pre_metrics.get("eval/top1"),
                    "arg": args.pretrain_arg},
       "downstream": {"classes": len(downstream_classes), "train_per_class": args.per_class,
-                     "eval_examples": 4000, "arg": args.finetune_arg},
+                     "resolution": config.resolution, "eval_examples": 4000, "arg": args.finetune_arg},
       **results,
       "gain_top1": round(results["finetuned"]["top1"] - results["scratch"]["top1"], 4),
       "workdir": workdir,

@@ -69,8 +69,6 @@ class TransformConfig:
     resolution: output side S in pixels.
     area_range: Inception crop area, as fractions of the image area.
     aspect_range: Inception crop width / height range.
-    attempts: Inception crop draws before the centre-crop fallback.
-    flip: random horizontal flip (probability 1/2) in training.
     min_object_covered: a sampled crop must cover at least this fraction of
       the image (TensorFlow's ``min_object_covered`` on the whole-image box).
     attempts: Inception crop draws before the centre-crop fallback.

@@ -45,8 +45,9 @@ per class, batch 64 unless stated, README table):
   more, 76.2% -> 80.1%.
 
 On CIFAR-10's natural photos (`--split cifar10`: frog, horse, ship, truck
-downstream) from the default 3,500-step pre-training: 87.4% / 87.7% (EMA
-87.6% / 87.7%, seeds 0 / 1) against 80.1% from scratch; at batch 64, 86.8%
+downstream) from the default pre-training (4,500 steps at 24 px): 87.6% /
+87.3% (EMA 87.5% / 87.3%, seeds 0 / 1) against 80.1% from scratch; from
+the earlier 3,500 steps at 32 px, 87.4% / 87.7%, and at batch 64 86.8%
 against 76.2%. On Fashion-MNIST,
 batch 64 unmixed, from the 4,000-step pre-training with the earlier 35-100%
 crops: 74.2% against 71.6% from scratch on the tops split
