@@ -263,8 +263,8 @@ def main(argv=None) -> dict:
   report = {
       "benchmark": "transfer", "data": DATASETS[split.dataset].description, "split": args.split,
       "pretrain": {"classes": len(pretrain_classes), "steps": pre.total_steps,
-                   "resolution": pre.resolution, "seconds": round(pre_seconds, 1), "eval_top1": pre_metrics.get("eval/top1"),
-                   "arg": args.pretrain_arg},
+                   "resolution": pre.resolution, "seconds": round(pre_seconds, 1),
+                   "eval_top1": pre_metrics.get("eval/top1"), "arg": args.pretrain_arg},
       "downstream": {"classes": len(downstream_classes), "train_per_class": args.per_class,
                      "resolution": config.resolution, "eval_examples": 4000, "arg": args.finetune_arg},
       **results,
