@@ -202,7 +202,8 @@ def small_images(config: ml_collections.ConfigDict, arg) -> None:
   config.lr_batch_scaling = False
   # The paper's 0.01 is for batches of thousands: at batch 64 it clipped
   # 5-17% of the units every step of the CIFAR-10 pre-training and slowed
-  # learning (72.2% against 74.8% top-1 in 3,500 steps); 0.04 clips under 1%.
+  # learning (72.2% against 74.8% top-1 in 3,500 steps at 32 px); 0.04 clips
+  # under 1%.
   config.agc_clipping = 0.04
 
 

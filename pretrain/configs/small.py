@@ -18,9 +18,9 @@ README's tables):
   0.65x a 32 px step (72 against 112 ms of compute at batch 64), and in
   the same minutes the features transfer as well: on CIFAR-10, 4,500 steps
   at 24 px (411 s) fine-tuned (at batch 128, seeds 0 / 1) to 87.6% /
-  87.3% against 80.1% from scratch in the same run, 5,000 steps (501 s in a slow
-  hour) to 88.2% / 87.4%, and 3,500 steps at 32 px (458-505 s) to 87.4% /
-  87.7%. The point is the budget: 3,500 steps at 32 px overran 8 minutes
+  87.3% against 80.1% from scratch in the same run, 5,000 steps (501 s in
+  a slow hour) to 88.2% / 87.4%, and 3,500 steps at 32 px (458-505 s) to
+  87.4% / 87.7%. The point is the budget: 3,500 steps at 32 px overran 8 minutes
   in slow hours. For larger photos set `res` to about 3/4 of the
   fine-tune's;
 - model: F0's topology at 1/4 width with one block per stage (1.4M
@@ -66,8 +66,8 @@ from scratch with the same recipe and 80.1% from scratch at batch 128. On
 Fashion-MNIST's four tops (`--split tops`) the same defaults pre-trained to
 97.2% in 410 s and fine-tuned to 73.2% against 66.3% (69.2% at batch 128)
 from scratch; at fine-tune batch 128, 3,500 steps at 32 px had given 71.4%
-and these 4,500 steps at 24 px 73.5%. The crop and
-model numbers above were measured with AGC 0.01.
+and these 4,500 steps at 24 px 73.5%. The crop and model numbers above
+were measured with AGC 0.01.
 """
 from nfnet.train import config_base
 
