@@ -107,3 +107,17 @@ def test_prepare_writes_disjoint_relabelled_parts_of_the_split(tmp_path, split,
       assert [int(l) for l in record.labels] == [classes.index(original)], part
       seen.append(original)
     assert sorted(seen) == sorted(np.repeat(classes, per_class).tolist()), part
+
+
+def test_summarise_seeds_reports_means_and_every_seed(benchmark_module):
+  transfer = benchmark_module("transfer")
+  runs = [{"seed": 0, "top1": 0.76, "ema_top1": 0.77, "seconds": 60.0},
+          {"seed": 1, "top1": 0.79, "ema_top1": 0.78, "seconds": 61.5}]
+  summary = transfer.summarise_seeds(runs, steps=300)
+  assert summary["top1"] == pytest.approx(0.775)
+  assert summary["ema_top1"] == pytest.approx(0.775)
+  assert summary["seconds"] == 121.5 and summary["steps"] == 300
+  assert summary["seeds"] == runs
+  # One seed: the run itself, without a per-seed list.
+  assert "seeds" not in transfer.summarise_seeds(runs[:1], steps=300)
+  assert transfer.summarise_seeds(runs[:1], steps=300)["top1"] == 0.76
