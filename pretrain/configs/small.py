@@ -51,13 +51,16 @@ README's tables):
   same time) reached 70.3% and fine-tuned to 80.4%.
 
 `steps=N` sets the length. The default 4,500 steps at 24 px took 350 s,
-411 s and 445-507 s on 2 cores here on three days, start-up and the two
+405 s, 411 s and 445-507 s on 2 cores here on four days, start-up and the two
 evaluations included: the machine's speed differs by up to 1.5x, and its
 slowest hours (9-10 steps a second) overran 8 minutes. For a hard
 8-minute limit on such a machine use `steps=4000` (302 s on the fastest
 day, about 450 s at 9 steps a second), which fine-tuned about 2 points
 lower (86.2% against 88.4% on the same day, means of three seeds); 6,000
-steps (442 s on that day) fine-tuned no better than 4,500 (88.2%). The other settings above were
+steps (442 s on that day) fine-tuned no better than 4,500 (88.2%), nor did
+the other ways to spend the minutes (three-seed means against 88.4%): SAM
+rho 0.05 for 4,000 steps (448 s, 87.3%), batch 32 for 8,000 steps (431 s,
+87.0%), 20 px for 6,000 (458 s, 88.2%) or crops of 50-100% (88.3%). The other settings above were
 chosen at 32 px, where 4,000 steps transferred 0.7 points better than
 3,500 on CIFAR-10 and 2.3 points better than 1,000 on Fashion-MNIST. `res`
 sets the resolution, `width` / `depth` the model size, `stem_stride` /
