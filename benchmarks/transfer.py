@@ -278,8 +278,7 @@ def main(argv=None) -> dict:
       config = finetune_small.get_config(with_classes(args.finetune_arg, len(downstream_classes)))
       config.data.train, config.data.eval = specs["downstream_train"], specs["downstream_eval"]
       config.init_from, config.seed = init_from, seed
-      run_dir = os.path.join(workdir, name if len(seeds) == 1 else f"{name}_seed{seed}")
-      metrics, seconds = run_stage(finetune_main, config, run_dir)
+      metrics, seconds = run_stage(finetune_main, config, os.path.join(workdir, f"{name}_seed{seed}"))
       runs.append({"seed": seed, "top1": metrics.get("eval/top1"),
                    "ema_top1": metrics.get("eval_ema/top1"), "seconds": round(seconds, 1)})
     results[name] = summarise_seeds(runs, steps=config.total_steps)
