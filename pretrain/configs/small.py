@@ -30,17 +30,17 @@ README's tables):
   parameters at 6 classes): the widest that trains thousands of steps in a
   few minutes on 2 cores. At the same step time, width 3/8 with a half-width
   stem (`width=0.375,stem_width=0.5`) fine-tuned 2 points worse at 32 px
-  (re-measured at 24 px below); a stride-2 stem (`stem_stride=2`) costs 1.7-2.3x per step
-  and, at equal time, did worse; two blocks per stage (`depth=2`, 1.6x per
-  step) for 3,000 steps in the same minutes fine-tuned to 86.3% against the
-  default's 88.4% (CIFAR-10, means of three seeds). Capacity where the
-  transfer lives (the stem and first stage) fine-tuned as well, not
-  better: a 1.25x wider stem (`stem_width=1.25`, 4,000 steps) 88.5%, with
-  its own from-scratch control a point higher (78.3% against 77.3%), and
-  a second block in the first stage (4,000 steps) 88.2% (77.5% from
-  scratch). Re-measured with
-  the 24 px default, width 3/8 with a half-width stem pre-trained to 70.7%
-  (against 75.6%) and fine-tuned to 85.2% (seed 0);
+  (re-measured at 24 px below); a stride-2 stem (`stem_stride=2`) costs
+  1.7-2.3x per step and, at equal time, did worse; two blocks per stage
+  (`depth=2`, 1.6x per step) for 3,000 steps in the same minutes fine-tuned
+  to 86.3% against the default's 88.4% (CIFAR-10, means of three seeds).
+  Capacity where the transfer lives (the stem and first stage) fine-tuned as
+  well, not better: a 1.25x wider stem (`stem_width=1.25`, 4,000 steps)
+  88.5%, with its own from-scratch control a point higher (78.3% against
+  77.3%), and a second block in the first stage (4,000 steps) 88.2% (77.5%
+  from scratch). Re-measured with the 24 px default, width 3/8 with a
+  half-width stem pre-trained to 70.7% (against 75.6%) and fine-tuned to
+  85.2% (seed 0);
 - crops: the reference's Inception sampler, keeping 70-100% of the image.
   This small model underfits a few minutes of natural photos (train top-1
   stays at eval top-1): on CIFAR-10's six pre-training classes crops of
@@ -61,24 +61,24 @@ README's tables):
   same time) reached 70.3% and fine-tuned to 80.4%.
 
 `steps=N` sets the length. The default 4,500 steps at 24 px took 350 s,
-405 s, 411 s and 445-507 s on 2 cores here on four days, start-up and the two
-evaluations included: the machine's speed differs by up to 1.5x, and its
-slowest hours (9-10 steps a second) overran 8 minutes. For a hard
-8-minute limit on such a machine use `steps=4000` (302 s on the fastest
-day, about 450 s at 9 steps a second), which fine-tuned about 2 points
-lower (86.2% against 88.4% on the same day, means of three seeds); 6,000
-steps (442 s on that day) fine-tuned no better than 4,500 (88.2%), nor did
-the other ways to spend the minutes (three-seed means against 88.4%): SAM
-rho 0.05 for 4,000 steps (448 s, 87.3%), batch 32 for 8,000 steps (431 s,
-87.0%), batch 128 at lr 0.6 for 2,450 (349 s, 88.4%), 20 px for 6,000
-(458 s, 88.2%), crops of 50-100% (88.3%), or 24 px windows of the photos
-at their own scale instead of resized crops (88.1%); rotation labels
-(class x 4 rotations) cost 3.6 points (84.8%). The other settings above were
-chosen at 32 px, where 4,000 steps transferred 0.7 points better than
-3,500 on CIFAR-10 and 2.3 points better than 1,000 on Fashion-MNIST. `res`
-sets the resolution, `width` / `depth` the model size, `stem_stride` /
-`stem_width` the stem, `crop` the smallest crop area, `eval_crop` the kept
-fraction (0: the default).
+405 s, 411 s and 445-507 s on 2 cores here on four days, start-up and the
+two evaluations included: the machine's speed differs by up to 1.5x, and its
+slowest hours (9-10 steps a second) overran 8 minutes. For a hard 8-minute
+limit on such a machine use `steps=4000` (302 s on the fastest day, about
+450 s at 9 steps a second), which fine-tuned about 2 points lower (86.2%
+against 88.4% on the same day, means of three seeds); 6,000 steps (442 s on
+that day) fine-tuned no better than 4,500 (88.2%), nor did the other ways to
+spend the minutes (three-seed means against 88.4%): SAM rho 0.05 for
+4,000 steps (448 s, 87.3%), batch 32 for 8,000 steps (431 s, 87.0%), batch
+128 at lr 0.6 for 2,450 (349 s, 88.4%), 20 px for 6,000 (458 s, 88.2%),
+crops of 50-100% (88.3%), or 24 px windows of the photos at their own scale
+instead of resized crops (88.1%); rotation labels (class x 4 rotations) cost
+3.6 points (84.8%). The other settings above were chosen at 32 px, where
+4,000 steps transferred 0.7 points better than 3,500 on CIFAR-10 and 2.3
+points better than 1,000 on Fashion-MNIST. `res` sets the resolution,
+`width` / `depth` the model size, `stem_stride` / `stem_width` the stem,
+`crop` the smallest crop area, `eval_crop` the kept fraction (0: the
+default).
 
 Measured (`python benchmarks/transfer.py --split cifar10 --seeds 0,1,2`):
 75.6% eval top-1 (at 24 px) on CIFAR-10's six pre-training classes after
