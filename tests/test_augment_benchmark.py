@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -13,46 +14,65 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 8
 
 
+class _SimulatedClocks:
+  """A wall clock and a CPU clock that move only when told to, standing in for
+  the benchmark module's clocks so that its arithmetic is checked exactly, free
+  of the machine's load (sleep-based timings wake late on a busy CI box)."""
+
+  def __init__(self):
+    self.wall_s, self.cpu_s = 0.0, 0.0
+
+  def install(self, module, monkeypatch):
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: self.wall_s))
+    monkeypatch.setattr(module, "_cpu_seconds", lambda: self.cpu_s)
+
+
 class _KnownCost:
   """Batches of BATCH images; the first `warmup` cost `warmup_s` each, the rest
-  `batch_s` each, spent asleep or spinning on this process's CPU clock."""
+  `batch_s` each: simulated wall time spent waiting (no CPU) when `clocks` are
+  given, else real CPU time spun on this process's CPU clock."""
 
-  def __init__(self, batch_s, warmup_s, warmup, busy):
-    self.batch_s, self.warmup_s, self.warmup, self.busy = batch_s, warmup_s, warmup, busy
+  def __init__(self, batch_s, warmup_s, warmup, clocks=None):
+    self.batch_s, self.warmup_s, self.warmup, self.clocks = batch_s, warmup_s, warmup, clocks
     self.calls, self.closed = 0, False
 
   def __next__(self):
     cost = self.warmup_s if self.calls < self.warmup else self.batch_s
     self.calls += 1
-    if self.busy:
+    if self.clocks:
+      self.clocks.wall_s += cost
+    else:
       end = time.process_time() + cost
       while time.process_time() < end:
         pass
-    else:
-      time.sleep(cost)
     return {"image": np.zeros((BATCH, 1, 1, 3), np.uint8)}
 
   def close(self):
     self.closed = True
 
 
-def test_measure_times_only_the_batches_after_warmup(benchmark_module):
-  measure = benchmark_module("input_pipeline").measure
+def test_measure_times_only_the_batches_after_warmup(benchmark_module, monkeypatch):
+  module = benchmark_module("input_pipeline")
   batches, batch_s, warmup_s = 4, 0.05, 0.25
   expected = BATCH / batch_s  # 160 images/s; counting the warm-up batch would give 71
 
-  asleep = _KnownCost(batch_s, warmup_s, 1, busy=False)
-  rate, per_cpu = measure(lambda: asleep, batches=batches, warmup=1)
-  assert asleep.closed and asleep.calls == batches + 1
-  # Sleep never returns early, so the rate is at most the expected one; the
-  # lower bound leaves a loaded machine 0.16 s of late wake-ups.
-  assert 0.55 * expected < rate <= expected
-  assert per_cpu > 5 * rate  # sleeping costs (almost) no CPU
+  clocks = _SimulatedClocks()
+  clocks.install(module, monkeypatch)
+  waiting = _KnownCost(batch_s, warmup_s, 1, clocks)
+  rate, per_cpu = module.measure(lambda: waiting, batches=batches, warmup=1)
+  assert waiting.closed and waiting.calls == batches + 1
+  assert rate == pytest.approx(expected)
+  # No CPU time was read, so the bound is one clock tick, not a division by 0.
+  assert per_cpu == pytest.approx(batches * BATCH / module._CPU_CLOCK_TICK_S)  # pylint: disable=protected-access
 
-  busy = _KnownCost(batch_s, warmup_s, 1, busy=True)
+
+def test_measure_counts_the_pipelines_cpu_time(benchmark_module):
+  measure = benchmark_module("input_pipeline").measure
+  batches, batch_s, warmup_s = 4, 0.05, 0.25
+  busy = _KnownCost(batch_s, warmup_s, 1)
   _, per_cpu = measure(lambda: busy, batches=batches, warmup=1)
   # CPU-seconds are immune to the machine's load (10 ms clock ticks: 5%).
-  assert per_cpu == pytest.approx(expected, rel=0.15)
+  assert per_cpu == pytest.approx(BATCH / batch_s, rel=0.15)
 
 
 def test_input_pipeline_benchmark_json():
