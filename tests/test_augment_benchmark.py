@@ -12,6 +12,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 8
+# The known-cost iterators below: BATCHES timed batches of BATCH_S seconds each
+# after one warm-up batch of WARMUP_S.
+BATCHES, BATCH_S, WARMUP_S = 4, 0.05, 0.25
 
 
 class _SimulatedClocks:
@@ -53,26 +56,24 @@ class _KnownCost:
 
 def test_measure_times_only_the_batches_after_warmup(benchmark_module, monkeypatch):
   module = benchmark_module("input_pipeline")
-  batches, batch_s, warmup_s = 4, 0.05, 0.25
-  expected = BATCH / batch_s  # 160 images/s; counting the warm-up batch would give 71
+  expected = BATCH / BATCH_S  # 160 images/s; counting the warm-up batch would give 71
 
   clocks = _SimulatedClocks()
   clocks.install(module, monkeypatch)
-  waiting = _KnownCost(batch_s, warmup_s, 1, clocks)
-  rate, per_cpu = module.measure(lambda: waiting, batches=batches, warmup=1)
-  assert waiting.closed and waiting.calls == batches + 1
+  waiting = _KnownCost(BATCH_S, WARMUP_S, 1, clocks)
+  rate, per_cpu = module.measure(lambda: waiting, batches=BATCHES, warmup=1)
+  assert waiting.closed and waiting.calls == BATCHES + 1
   assert rate == pytest.approx(expected)
   # No CPU time was read, so the bound is one clock tick, not a division by 0.
-  assert per_cpu == pytest.approx(batches * BATCH / module._CPU_CLOCK_TICK_S)  # pylint: disable=protected-access
+  assert per_cpu == pytest.approx(BATCHES * BATCH / module._CPU_CLOCK_TICK_S)  # pylint: disable=protected-access
 
 
 def test_measure_counts_the_pipelines_cpu_time(benchmark_module):
   measure = benchmark_module("input_pipeline").measure
-  batches, batch_s, warmup_s = 4, 0.05, 0.25
-  busy = _KnownCost(batch_s, warmup_s, 1)
-  _, per_cpu = measure(lambda: busy, batches=batches, warmup=1)
+  busy = _KnownCost(BATCH_S, WARMUP_S, 1)
+  _, per_cpu = measure(lambda: busy, batches=BATCHES, warmup=1)
   # CPU-seconds are immune to the machine's load (10 ms clock ticks: 5%).
-  assert per_cpu == pytest.approx(BATCH / batch_s, rel=0.15)
+  assert per_cpu == pytest.approx(BATCH / BATCH_S, rel=0.15)
 
 
 def test_input_pipeline_benchmark_json():

@@ -89,17 +89,17 @@ default).
 Measured (`python benchmarks/transfer.py --split cifar10 --seeds 0,1,2`):
 75.6% eval top-1 (at 24 px) on CIFAR-10's six pre-training classes after
 the default 4,500 steps (350 s), then fine-tuned at 32 px
-(finetune/configs/small.py's defaults) to 88.3% / 88.6% / 88.4% (seeds
-0-2) against 76.1% / 78.9% / 76.8% from scratch with the same recipe: means
+(finetune/configs/small.py's defaults) to 88.3% / 88.6% / 88.4% (seeds 0-2)
+against 76.1% / 78.9% / 76.8% from scratch with the same recipe: means
 88.4% against 77.3%, +11.1. On an earlier day the same run reached 76.1%
-and fine-tuned to 87.8% / 87.1% / 88.1% (+10.4); pre-training seeds 1 and
-2 (`config.seed`) fine-tuned to means of 87.9% and 88.2%, so over three
+and fine-tuned to 87.8% / 87.1% / 88.1% (+10.4); pre-training seeds 1 and 2
+(`config.seed`) fine-tuned to means of 87.9% and 88.2%, so over three
 pre-trainings the default gives 88.2%, +10.9. From scratch at batch 128
-seed 0 reaches 80.1%. On Fashion-MNIST's four tops (`--split tops`) the same defaults pre-trained to
-97.2% in 410 s and fine-tuned to 73.2% against 66.3% (69.2% at batch 128)
-from scratch; at fine-tune batch 128, 3,500 steps at 32 px had given 71.4%
-and these 4,500 steps at 24 px 73.5%. The crop and model numbers above
-were measured with AGC 0.01.
+seed 0 reaches 80.1%. On Fashion-MNIST's four tops (`--split tops`) the
+same defaults pre-trained to 97.2% in 410 s and fine-tuned to 73.2% against
+66.3% (69.2% at batch 128) from scratch; at fine-tune batch 128, 3,500
+steps at 32 px had given 71.4% and these 4,500 steps at 24 px 73.5%. The
+crop and model numbers above were measured with AGC 0.01.
 """
 from nfnet.train import config_base
 
