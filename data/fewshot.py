@@ -10,9 +10,11 @@ For each downstream set named in ``config.fewshot.datasets``
   the rest to choose the ridge regularisation;
 - the *test* split, read whole.
 
-Both are :func:`data.loader.make_eval_loader` passes (resize to (S+32)^2,
-centre crop S; padded, masked; each process reads its share), so the probe's
-feature extraction is sharded over hosts and devices exactly like eval.
+Both are :func:`data.loader.make_eval_loader` passes with the run's eval
+transform (the whole image resized, the centre S x S crop keeping
+``config.eval_crop_fraction`` of each side; padded, masked; each process reads
+its share), so the probe sees images as eval does and its feature extraction
+is sharded over hosts and devices exactly like eval.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from data import loader, sources
+from data import loader, sources, transforms
 from data.errors import DataError
 
 
@@ -129,6 +131,8 @@ def make_fewshot_sets(config, process_index: int, process_count: int) -> list[Fe
                                            seed=config.seed), "few-shot pool")
     make = lambda source: loader.make_eval_loader(
         source, global_batch_size=batch_size, resolution=resolution,
+        transform_config=transforms.TransformConfig(
+            resolution, eval_crop_fraction=config.eval_crop_fraction),
         process_index=process_index, process_count=process_count,
         num_workers=config.data.num_workers, skip_corrupt=config.data.skip_corrupt)
     sets.append(FewShotData(name, int(train.num_classes), make(pool), make(test)))

@@ -446,7 +446,10 @@ def make_eval_loader(source: SourceLike, *, global_batch_size: int, resolution: 
                      skip_corrupt: bool = False, read_threads: int = 2,
                      prefetch_batches: int = 2,
                      source_options: Optional[dict] = None) -> EvalLoader:
-  """One exact pass over ``source``: resize to (S+32)^2, centre crop S; padded, masked."""
+  """One exact pass over ``source`` through the eval transform (the whole image
+  resized, the centre S x S crop: :func:`data.transforms.eval_image`); the last
+  batch padded and masked. ``transform_config`` sets the crop fraction; its
+  resolution is the one used."""
   source = _open(source, source_options)
   config = transform_config or transforms.TransformConfig(resolution)
   dataset, num_steps = eval_dataset(

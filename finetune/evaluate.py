@@ -7,20 +7,25 @@ r"""Evaluate trained weights on a labelled set at one or several resolutions.
 `python -m nfnet.convert` output, DeepMind's `*_haiku.npz`, a timm file);
 `--ema` takes a checkpoint's EMA weights. `--data` is any source string
 (`arrayrecord:GLOB`, `tfrecord:GLOB`, `tfds:NAME/SPLIT`, `folder:PATH`).
-For each resolution S the images are resized to (S+32)^2 and centre-cropped
-to S (the training runs' own eval transform), and top-1 / top-5 are counted
+For each resolution S the images get the training runs' own eval transform
+(data/transforms.py: the whole image resized, then the centre S x S crop,
+keeping the fraction of each side the run's `eval_crop_fraction` kept, or
+`--eval-crop-fraction`; the default rule, 87.5% below 224 px and the paper's
+S / (S + 32) from there, for imported weights), and top-1 / top-5 are counted
 over every example exactly once, with any number of devices and hosts (the
 last batch is padded and masked). On multi-label data the numbers are
 precision@1 / @5 against each image's label set. Without `--resolution` the
 weights' own eval resolution is used (a run's, or the released variant's
-test resolution).
+test resolution). Raw shards with no dataset_info.json are read with the
+head's class count (and the run's `data.multi_label`).
 
 The paper evaluates at a higher resolution than it trains (F0: 192 -> 256):
 sweeping `--resolution` finds the best one for a given set of weights.
 
 One line per resolution; with `--json` one JSON object per line:
     {"weights": ..., "ema": false, "data": ..., "resolution": 224,
-     "examples": 50000, "top1": 0.836, "top5": 0.968, "multi_label": false}
+     "crop_fraction": 0.875, "examples": 50000, "top1": 0.836, "top5": 0.968,
+     "multi_label": false, "seconds": 41.2}
 
 Many hosts: run the same command on every host with `--distributed` (or
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID set); each reads
@@ -37,7 +42,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import jax
 
 import nfnet
-from data import loader, sources
+from data import loader, sources, transforms
 from data.progress import progress_bar
 from nfnet.errors import UserError
 from nfnet.train import cli, evaluation, parallel, training
@@ -72,12 +77,23 @@ def with_progress(batches: Iterable[dict], total: int, label: str,
       bar.update()
 
 
+def open_eval_source(data: str, model, info: dict[str, Any],
+                     label_key: str | None) -> sources.Source:
+  """The labelled set; raw shards that do not say their label space are read
+  in the weights' own: the head's class count, the run's `data.multi_label`
+  (as a training run reads them with `model.num_classes`)."""
+  options = {"label_key": label_key} if label_key else {}
+  source = sources.open_source(data, **options)
+  if source.num_classes is None:
+    run_data = (info.get("config") or {}).get("data") or {}
+    source = sources.open_source(
+        data, **options, num_classes=model.num_classes,
+        multi_label=bool(run_data.get("multi_label")))
+  return source
+
+
 def check_label_space(source: sources.Source, model) -> None:
   """The head must score exactly the source's classes."""
-  if source.num_classes is None:
-    raise UserError(f"{source.spec}: the number of classes is unknown; write a "
-                     "dataset_info.json beside the shards (python -m data.inspect "
-                     "SOURCE --write-info).")
   if source.num_classes != model.num_classes:
     raise UserError(
         f"{source.spec} has {source.num_classes} classes but the weights' head "
@@ -87,10 +103,15 @@ def check_label_space(source: sources.Source, model) -> None:
 
 def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
                      *, ema: bool = False, batch_size: int = 128,
+                     eval_crop_fraction: float | None = None,
                      label_key: str | None = None, num_workers: int = 0,
                      show_progress: bool = False) -> list[dict[str, Any]]:
-  """One result dict per resolution (the JSON objects the command prints)."""
+  """One result dict per resolution (the JSON objects the command prints).
+
+  `eval_crop_fraction` None: the run's own (`info["eval_crop_fraction"]`).
+  """
   model, params, info = nfnet.load(weights, ema=ema)
+  crop_fraction = eval_crop_fraction or info["eval_crop_fraction"]
   resolutions = list(resolutions or [])
   if not resolutions:
     if not info["eval_resolution"]:
@@ -99,24 +120,26 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
     resolutions = [info["eval_resolution"]]
   mesh = parallel.make_data_mesh()
   parallel.check_batch_divisible(batch_size, mesh)
-  options = {"label_key": label_key} if label_key else {}
-  source = sources.open_source(data, **options)
+  source = open_eval_source(data, model, info, label_key)
   check_label_space(source, model)
   eval_step = training.make_eval_step(model, mesh)
   device_params = parallel.replicate(params, mesh)
   results = []
   for resolution in resolutions:
     start = time.perf_counter()
+    transform = transforms.TransformConfig(resolution,
+                                           eval_crop_fraction=crop_fraction)
     batches = loader.make_eval_loader(
         source, global_batch_size=batch_size, resolution=resolution,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        num_workers=num_workers)
+        num_workers=num_workers, transform_config=transform)
     shown = with_progress(batches, batches.num_steps, f"{resolution} px",
                           show_progress and jax.process_index() == 0)
     metrics = evaluation.evaluate(eval_step, {"eval": device_params}, shown, mesh)
     topk = next(k for k in metrics if k.startswith("eval/top") and k != "eval/top1")
     results.append({
         "weights": weights, "ema": ema, "data": data, "resolution": resolution,
+        "crop_fraction": round(transform.eval_crop_fraction_for(), 4),
         "examples": int(metrics["eval/examples"]),
         "top1": metrics["eval/top1"], topk.split("/")[1]: metrics[topk],
         "multi_label": source.multi_label,
@@ -125,12 +148,12 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
 
 
 def format_result(result: dict[str, Any]) -> str:
-  """'256 px: top-1 83.60%  top-5 96.80%  (50,000 examples, 41.2s)'."""
+  """'256 px, crop 0.889: top-1 83.60%  top-5 96.80%  (50,000 examples, 41.2s)'."""
   what = "precision" if result["multi_label"] else "top"
   scores = "  ".join(f"{what}-{key[3:]} {value:.2%}" for key, value in result.items()
                      if key.startswith("top"))
-  return (f"{result['resolution']} px: {scores}  ({result['examples']:,} examples, "
-          f"{result['seconds']:.1f}s)")
+  return (f"{result['resolution']} px, crop {result['crop_fraction']:.3f}: {scores}  "
+          f"({result['examples']:,} examples, {result['seconds']:.1f}s)")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -147,6 +170,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--resolution", type=parse_resolutions, default=None,
                       help="comma-separated eval sizes, e.g. 224,288,320 "
                       "(default: the weights' eval resolution)")
+  parser.add_argument("--eval-crop-fraction", type=float, default=None,
+                      help="fraction of each side the centre crop keeps "
+                      "(default: the run's own; 1.0: the whole image)")
   parser.add_argument("--ema", action="store_true",
                       help="evaluate the checkpoint's EMA weights")
   parser.add_argument("--json", action="store_true",
@@ -170,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     results = evaluate_weights(
         args.weights, args.data, args.resolution, ema=args.ema,
-        batch_size=args.batch_size, label_key=args.label_key,
+        batch_size=args.batch_size,
+        eval_crop_fraction=args.eval_crop_fraction, label_key=args.label_key,
         num_workers=args.num_workers, show_progress=True)
   except cli.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)

@@ -8,9 +8,10 @@ r"""Classify image files with trained weights; optionally export their features.
 `--ema` takes a checkpoint's EMA weights. Folders are searched recursively
 for images (.jpg .jpeg .png .bmp .gif .webp), in sorted order.
 
-Each image gets the eval transform (bicubic resize to (S+32)^2, centre crop
-S; S from `--resolution`, else the weights' eval resolution) and one output
-line, tab-separated: the path, then the top-k classes as
+Each image gets the training runs' eval transform (the whole image resized,
+bicubic, then the centre S x S crop keeping the fraction of each side the
+run's eval kept, or `--eval-crop-fraction`; S from `--resolution`, else the
+weights' eval resolution) and one output line, tab-separated: the path, then the top-k classes as
 `index:name:probability` (`index::probability` when no names are known).
 Class names come from the training source when the run recorded them, or
 from `--labels FILE` (one name per line, in class-index order; e.g. the 1000
@@ -144,7 +145,7 @@ def format_prediction(prediction: Prediction) -> str:
 
 def predict(weights: str, paths: Sequence[str], *, top_k: int = 5,
             ema: bool = False, resolution: int | None = None,
-            labels_file: str | None = None, batch_size: int = 32,
+            eval_crop_fraction: float | None = None, labels_file: str | None = None, batch_size: int = 32,
             features_file: str | None = None, on_prediction=None,
             show_progress: bool = False) -> tuple[list[Prediction], list[tuple[str, str]]]:
   """Runs the model over `paths` (files or folders); returns (predictions,
@@ -160,7 +161,9 @@ def predict(weights: str, paths: Sequence[str], *, top_k: int = 5,
   files = find_images(paths)
   if not files:
     raise FileNotFoundError(f"No images found in {list(paths)}.")
-  config = transforms.TransformConfig(resolution)
+  config = transforms.TransformConfig(
+      resolution,
+      eval_crop_fraction=eval_crop_fraction or info["eval_crop_fraction"])
   forward = make_forward(model, info["loss"])
   params = jax.device_put(params)
   predictions, skipped, features = [], [], []
@@ -214,6 +217,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       "(image order in OUT.paths.txt)")
   parser.add_argument("--resolution", type=int, default=None,
                       help="eval size S (default: the weights' eval resolution)")
+  parser.add_argument("--eval-crop-fraction", type=float, default=None,
+                      help="fraction of each side the centre crop keeps "
+                      "(default: the run's own; 1.0: the whole image)")
   parser.add_argument("--ema", action="store_true",
                       help="use the checkpoint's EMA weights")
   parser.add_argument("--batch-size", type=int, default=32)
@@ -235,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     _, skipped = predict(
         args.weights, args.images, top_k=args.top_k, ema=args.ema,
-        resolution=args.resolution, labels_file=args.labels,
+        resolution=args.resolution,
+        eval_crop_fraction=args.eval_crop_fraction, labels_file=args.labels,
         batch_size=args.batch_size, features_file=args.features,
         on_prediction=emit, show_progress=True)
   except USER_ERRORS as e:

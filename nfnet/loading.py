@@ -26,6 +26,8 @@
     resolution       the training resolution (None when unknown)
     eval_resolution  the resolution the run evaluated at; for released weights
                      the variant's test resolution (None when unknown)
+    eval_crop_fraction  the fraction of each side the run's eval crop kept
+                     (None: the default rule, data/transforms.py)
     loss             "softmax" or "sigmoid" (how to turn logits into scores)
     config           the run's resolved config as a dict (checkpoints only)
 
@@ -71,7 +73,8 @@ def _imported_info(kind: str, path: str, model) -> dict[str, Any]:
   # DeepMind's and timm's released heads are ImageNet softmax classifiers.
   return {"kind": kind, "path": path, "ema": False, "step": None,
           "label_names": None, "resolution": train_px,
-          "eval_resolution": test_px, "loss": "softmax", "config": None}
+          "eval_resolution": test_px, "eval_crop_fraction": None,
+          "loss": "softmax", "config": None}
 
 
 def _checkpoint_info(path: str, step_dir: str, run: dict,
@@ -82,6 +85,7 @@ def _checkpoint_info(path: str, step_dir: str, run: dict,
           "step": int(os.path.basename(os.path.normpath(step_dir))),
           "label_names": run.get("label_names"), "resolution": resolution,
           "eval_resolution": config.get("eval_resolution") or resolution,
+          "eval_crop_fraction": config.get("eval_crop_fraction"),
           "loss": config.get("loss", "softmax"), "config": config}
 
 

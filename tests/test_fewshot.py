@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data import fewshot as data_fewshot
-from data import synthetic
+from data import loader, synthetic, transforms
 from nfnet.train import results
 from pretrain import fewshot
 from pretrain import main as pretrain_main
@@ -118,3 +118,23 @@ def test_pretraining_logs_fewshot_accuracy_above_chance(corpus, tmp_path):
   # 0.0175, so 2x chance is 3.6 standard errors above it (measured: 0.172).
   assert saved["fewshot/downstream_5shot"] > 2 * chance
   assert saved["fewshot/downstream_5shot"] >= saved["fewshot/downstream_1shot"] - 0.05
+
+
+def test_probe_images_get_the_runs_eval_crop(corpus):
+  """The probes read their sets through the run's eval transform, so a run
+  whose eval keeps the whole image (the small-image configs) probes whole
+  images too."""
+  config = pretrain_synthetic.get_config(f"data_dir={corpus},steps=16,res=32")
+  config.fewshot.update(shots=(1,), heldout_per_class=1, batch_size=32)
+  config.eval_crop_fraction = 1.0
+  [probe_set] = data_fewshot.make_fewshot_sets(config, 0, 1)
+  test_source = config.fewshot.datasets["downstream"]["test"]
+
+  def first_batch(fraction):
+    return next(iter(loader.make_eval_loader(
+        test_source, global_batch_size=32, resolution=32,
+        transform_config=transforms.TransformConfig(32, eval_crop_fraction=fraction))))
+
+  probed = next(iter(probe_set.test))["image"]
+  np.testing.assert_array_equal(probed, first_batch(1.0)["image"])
+  assert not np.array_equal(probed, first_batch(None)["image"])

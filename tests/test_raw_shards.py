@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from nfnet.train import from_config
+from finetune import evaluate as evaluate_cli
 from finetune import main as finetune_main
 from finetune.configs import small as finetune_small
 from pretrain import main as pretrain_main
@@ -81,6 +82,13 @@ def test_raw_tfrecord_shards_pretrain_with_config_label_space(tmp_path, multi_la
   assert metrics["eval/examples"] == 10
   assert np.isfinite(metrics["eval/top1"])
 
+  # finetune.evaluate reads the same shards in the weights' label space (the
+  # head's class count, the run's multi_label) and repeats the run's eval.
+  [result] = evaluate_cli.evaluate_weights(str(tmp_path / "workdir"), evaluation,
+                                           None, batch_size=8)
+  assert (result["examples"], result["multi_label"]) == (10, multi_label)
+  assert result["top1"] == pytest.approx(metrics["eval/top1"])
+
 
 def test_small_image_configs_chain_on_raw_shards(tmp_path):
   """pretrain/configs/small.py -> finetune/configs/small.py, as a laptop user
@@ -101,4 +109,17 @@ def test_small_image_configs_chain_on_raw_shards(tmp_path):
   assert np.any((targets > 0) & (targets < 1))  # mixed, not one-hot
   metrics = finetune_main.train(config, str(tmp_path / "finetune"))
   assert metrics["eval/examples"] == metrics["eval_ema/examples"] == 10
+
+  # finetune.evaluate applies the run's own eval crop (the whole image here,
+  # not the default 87.5%) unless told otherwise, so it repeats the run's eval.
+  for ema, key in ((False, "eval/top1"), (True, "eval_ema/top1")):
+    [result] = evaluate_cli.evaluate_weights(str(tmp_path / "finetune"), evaluation,
+                                             None, ema=ema, batch_size=8)
+    assert result["crop_fraction"] == 1.0 and result["examples"] == 10
+    assert result["top1"] == pytest.approx(metrics[key])
+  [result] = evaluate_cli.evaluate_weights(str(tmp_path / "finetune"), evaluation,
+                                           None, eval_crop_fraction=0.875,
+                                           batch_size=8)
+  # 32 px of the whole image resized to round(32 / 0.875) = 37.
+  assert result["crop_fraction"] == round(32 / 37, 4)
   assert not finetune_small.get_config("mix=0").augment.mixup_cutmix

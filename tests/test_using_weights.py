@@ -11,7 +11,7 @@ import simplejpeg
 from flax import traverse_util
 
 import nfnet
-from data import synthetic
+from data import synthetic, transforms
 from finetune import evaluate as evaluate_cli
 from finetune import main as finetune_main
 from finetune import predict as predict_cli
@@ -142,6 +142,31 @@ def test_predict_folder_names_and_features(finetuned, folders, tmp_path, capsys)
     best = line["top_k"][0]
     assert probabilities[row, best["index"]] == pytest.approx(best["probability"],
                                                               rel=1e-4, abs=1e-6)
+
+
+def test_predict_applies_the_eval_crop_fraction(finetuned, folders):
+  """The run's fraction by default (the default rule: 87.5% at 32 px), or the
+  one asked for: the probabilities are those of that crop of the image."""
+  workdir, _ = finetuned
+  _, val = folders
+  image = val / CLASSES[1] / "000.jpg"
+  model, params, _ = nfnet.load(workdir)
+
+  def probabilities_of(fraction):
+    config = transforms.TransformConfig(32, eval_crop_fraction=fraction)
+    pixels = transforms.eval_image(image.read_bytes(), config)[None]
+    return np.asarray(jax.nn.softmax(model.apply(
+        {"params": params}, nfnet.normalize_images(pixels))))[0]
+
+  for fraction, expected in ((None, probabilities_of(0.875)),
+                             (1.0, probabilities_of(1.0))):
+    [prediction], _ = predict_cli.predict(workdir, [str(image)], top_k=4,
+                                          eval_crop_fraction=fraction)
+    got = {entry["index"]: entry["probability"] for entry in prediction.top_k}
+    np.testing.assert_allclose([got[i] for i in range(4)], expected,
+                               rtol=1e-4, atol=1e-6)
+  assert not np.allclose(probabilities_of(0.875), probabilities_of(1.0),
+                         rtol=1e-3, atol=1e-5)
 
 
 def _deepmind_file(path, num_classes=1000):
