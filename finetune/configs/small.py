@@ -27,9 +27,8 @@ every variant):
   points: set `mix=0` for data whose classes differ in small details.
 - Batch 64: from the default pre-training batch 64 and 128 fine-tune alike
   (87.6% at 64, 87.4% at 128, CIFAR-10, three seeds) and 64 takes 0.7x the
-  time.
-  Trained from scratch, batch 128 is the better recipe (80.1% against 76.2%
-  on CIFAR-10), so use `batch=128` there.
+  time. Trained from scratch, batch 128 is the better recipe (80.1% against
+  76.2% on CIFAR-10), so use `batch=128` there.
 
 From the default pre-training no single other change helped (lr 0.05 / 0.2,
 AGC 0.05 / 0.2, SAM rho 0 / 0.1, label smoothing, other crops, weight decay,
