@@ -18,8 +18,8 @@ path. Readers memory-map the index, so worker processes share its pages.
 
 CRC checks are optional (``verify_crc=True``): they use ``google_crc32c`` or
 ``crc32c`` when installed and a pure-Python table otherwise (correct but slow,
-~10 MB/s). ``python -m data.index --check-crc`` instead verifies every record
-with TensorFlow's C++ reader.
+~10 MB/s). ``python -m data.index --check-crc`` verifies every record the
+same way while it builds the indexes.
 """
 
 from __future__ import annotations

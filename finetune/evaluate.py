@@ -14,10 +14,12 @@ keeping the fraction of each side the run's `eval_crop_fraction` kept, or
 S / (S + 32) from there, for imported weights), and top-1 / top-5 are counted
 over every example exactly once, with any number of devices and hosts (the
 last batch is padded and masked). On multi-label data the numbers are
-precision@1 / @5 against each image's label set. Without `--resolution` the
+precision@1 and hit@5 (a true label among the five best) against each
+image's label set. Without `--resolution` the
 weights' own eval resolution is used (a run's, or the released variant's
-test resolution). Raw shards with no dataset_info.json are read with the
-head's class count (and the run's `data.multi_label`).
+test resolution). Labels are read under the run's `data.label_key` unless
+`--label-key` says otherwise, and raw shards with no dataset_info.json with
+the head's class count and the run's `data.multi_label`.
 
 The paper evaluates at a higher resolution than it trains (F0: 192 -> 256):
 sweeping `--resolution` finds the best one for a given set of weights.
@@ -79,13 +81,15 @@ def with_progress(batches: Iterable[dict], total: int, label: str,
 
 def open_eval_source(data: str, model, info: dict[str, Any],
                      label_key: str | None) -> sources.Source:
-  """The labelled set; raw shards that do not say their label space are read
-  in the weights' own: the head's class count, the run's `data.multi_label`
-  (as a training run reads them with `model.num_classes`)."""
+  """The labelled set, its labels under `label_key` (None: the run's
+  `data.label_key`, else the source's default); raw shards that do not say
+  their label space are read in the weights' own: the head's class count and
+  the run's `data.multi_label` (as a training run reads them)."""
+  run_data = (info.get("config") or {}).get("data") or {}
+  label_key = label_key or run_data.get("label_key")
   options = {"label_key": label_key} if label_key else {}
   source = sources.open_source(data, **options)
   if source.num_classes is None:
-    run_data = (info.get("config") or {}).get("data") or {}
     source = sources.open_source(
         data, **options, num_classes=model.num_classes,
         multi_label=bool(run_data.get("multi_label")))
@@ -147,11 +151,18 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
   return results
 
 
+def metric_name(key: str, multi_label: bool) -> str:
+  """'top5' -> 'top-5'; on multi-label data 'precision@1' and 'hit@5'."""
+  k = key[len("top"):]
+  if not multi_label:
+    return f"top-{k}"
+  return "precision@1" if k == "1" else f"hit@{k}"
+
+
 def format_result(result: dict[str, Any]) -> str:
   """'256 px, crop 0.889: top-1 83.60%  top-5 96.80%  (50,000 examples, 41.2s)'."""
-  what = "precision" if result["multi_label"] else "top"
-  scores = "  ".join(f"{what}-{key[3:]} {value:.2%}" for key, value in result.items()
-                     if key.startswith("top"))
+  scores = "  ".join(f"{metric_name(key, result['multi_label'])} {value:.2%}"
+                     for key, value in result.items() if key.startswith("top"))
   return (f"{result['resolution']} px, crop {result['crop_fraction']:.3f}: {scores}  "
           f"({result['examples']:,} examples, {result['seconds']:.1f}s)")
 
@@ -180,7 +191,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--batch-size", type=int, default=128,
                       help="global batch (a multiple of the device count)")
   parser.add_argument("--label-key", default=None,
-                      help="label feature of tf.train.Example shards")
+                      help="label feature of tf.train.Example shards "
+                      "(default: the run's data.label_key, else the source's)")
   parser.add_argument("--num-workers", type=int, default=0,
                       help="decoding worker processes per host")
   parser.add_argument("--distributed", action="store_true", default=None,

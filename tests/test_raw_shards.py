@@ -20,18 +20,20 @@ pytestmark = pytest.mark.slow
 NUM_CLASSES = 5
 
 
-def _example(rng: np.random.Generator, labels: list[int]) -> bytes:
+def _example(rng: np.random.Generator, labels: list[int],
+             label_key: str = "image/class/label") -> bytes:
   coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
   image = tf.image.resize(coarse, (40, 40), method="bicubic")
   jpeg = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)).numpy()
   feature = {
       "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
-      "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=labels)),
+      label_key: tf.train.Feature(int64_list=tf.train.Int64List(value=labels)),
   }
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _write_shards(directory, name: str, count: int, multi_label: bool, seed: int) -> str:
+def _write_shards(directory, name: str, count: int, multi_label: bool, seed: int,
+                  label_key: str = "image/class/label") -> str:
   rng = np.random.default_rng(seed)
   os.makedirs(directory, exist_ok=True)
   for shard in range(2):
@@ -40,7 +42,7 @@ def _write_shards(directory, name: str, count: int, multi_label: bool, seed: int
       for _ in range(count // 2):
         n = int(rng.integers(1, 4)) if multi_label else 1
         labels = sorted(rng.choice(NUM_CLASSES, size=n, replace=False).tolist())
-        writer.write(_example(rng, labels))
+        writer.write(_example(rng, labels, label_key))
   assert not os.path.exists(os.path.join(directory, "dataset_info.json"))
   return f"tfrecord:{directory}/{name}-*"
 
@@ -57,10 +59,13 @@ def _config(train, evaluation, **overrides):
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_raw_tfrecord_shards_pretrain_with_config_label_space(tmp_path, multi_label):
   data_dir = str(tmp_path / "shards")
-  train = _write_shards(data_dir, "train", 24, multi_label, seed=0)
-  evaluation = _write_shards(data_dir, "eval", 10, multi_label, seed=1)
+  # The multi-label shards keep their labels under a key of their own.
+  label_key = "labels" if multi_label else "image/class/label"
+  train = _write_shards(data_dir, "train", 24, multi_label, seed=0, label_key=label_key)
+  evaluation = _write_shards(data_dir, "eval", 10, multi_label, seed=1, label_key=label_key)
 
   config = _config(train, evaluation)
+  config.data.label_key = label_key
   with pytest.raises(ValueError, match="--config.model.num_classes=N"):
     from_config.open_train_source(config)
 
@@ -83,7 +88,8 @@ def test_raw_tfrecord_shards_pretrain_with_config_label_space(tmp_path, multi_la
   assert np.isfinite(metrics["eval/top1"])
 
   # finetune.evaluate reads the same shards in the weights' label space (the
-  # head's class count, the run's multi_label) and repeats the run's eval.
+  # head's class count, the run's label key and multi_label) and repeats the
+  # run's eval.
   [result] = evaluate_cli.evaluate_weights(str(tmp_path / "workdir"), evaluation,
                                            None, batch_size=8)
   assert (result["examples"], result["multi_label"]) == (10, multi_label)

@@ -50,6 +50,26 @@ def test_unknown_loss_kind_is_refused():
 # Stochastic depth
 # ----------------------------------------------------------------------------
 
+def test_top1_counts_the_target_argmax_on_soft_targets():
+  logits = jnp.array([[3.0, 1.0, 0.0, 0.0]] * 4)  # the model's top class is 0
+  targets = jnp.array([
+      [0.925, 0.025, 0.025, 0.025],  # label smoothing 0.1, true class 0: right
+      [0.025, 0.925, 0.025, 0.025],  # smoothed, true class 1: wrong
+      [0.3, 0.7, 0.0, 0.0],          # a MixUp pair, class 1 the larger share
+      [1.0, 0.0, 1.0, 0.0],          # multi-hot: any true label counts
+  ])
+  np.testing.assert_array_equal(training.top1_correct(logits, targets),
+                                [1.0, 0.0, 0.0, 1.0])
+  # An even mix counts either class; a row without labels counts nothing.
+  even = jnp.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+  np.testing.assert_array_equal(training.top1_correct(logits[:2], even), [1.0, 0.0])
+  # Top-k is a hit among the k best.
+  np.testing.assert_array_equal(
+      training.topk_correct(logits, targets, 2), [1.0, 1.0, 1.0, 1.0])
+  np.testing.assert_array_equal(
+      training.topk_correct(logits[:1], jnp.array([[0.0, 0.0, 1.0, 0.0]]), 2), [0.0])
+
+
 def _stochastic_depth(rate, x, is_training, seed=0):
   module = layers.StochasticDepth(rate)
   return module.apply({}, x, is_training, rngs={"dropout": jax.random.PRNGKey(seed)})

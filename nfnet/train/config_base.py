@@ -123,7 +123,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.resolution = 224
   config.eval_resolution = placeholder(int)  # None: same as training
   # Eval keeps this fraction of each side (resize whole image to S / f, centre
-  # crop S). None: the paper's S / (S + 32), which at 32 px keeps only half.
+  # crop S). None: the paper's S / (S + 32) from 224 px up, and at least 0.875
+  # below, where the paper's margin would keep only half of a 32 px image.
   config.eval_crop_fraction = placeholder(float)
 
   config.lr = 0.1                    # peak learning rate

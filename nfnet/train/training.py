@@ -85,14 +85,22 @@ def classification_loss(logits: jax.Array, targets: jax.Array,
 
 
 def top1_correct(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """1.0 where the top class is among the true labels (precision@1)."""
+  """1.0 where the top class is a label that carries the most target weight.
+
+  On hard targets that is precision@1 (any true label of a multi-hot row
+  counts); on soft training targets it is agreement with the argmax of the
+  target: the larger share of a MixUp / CutMix pair (either at an even mix),
+  the true class under label smoothing, which gives every class some weight.
+  """
   top = jnp.argmax(logits, axis=-1)
-  return (jnp.take_along_axis(targets, top[:, None], axis=-1)[:, 0] > 0
+  at_top = jnp.take_along_axis(targets, top[:, None], axis=-1)[:, 0]
+  return ((at_top > 0) & (at_top >= jnp.max(targets, axis=-1))
           ).astype(jnp.float32)
 
 
 def topk_correct(logits: jax.Array, targets: jax.Array, k: int) -> jax.Array:
-  """1.0 where any of the top-k classes is a true label."""
+  """1.0 where any of the top-k classes is a true label (top-k accuracy; on
+  multi-label data a hit among the k best, not precision@k)."""
   _, top = jax.lax.top_k(logits, k)
   hits = jnp.take_along_axis(targets, top, axis=-1) > 0
   return jnp.any(hits, axis=-1).astype(jnp.float32)

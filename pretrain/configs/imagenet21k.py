@@ -11,9 +11,10 @@ decay 1e-6, crop and flip only, no EMA) on ~14M images of 21,843 classes.
 ImageNet-21k (fall11 / winter21) gives one label per image, so the loss is
 softmax cross-entropy. With 20x fewer images than JFT, the default runs 90
 epochs for F4+ (about 289k steps; set --config.total_epochs to change it).
-Data: convert the tar of class folders once with
-`python -m data.convert folder:/data/imagenet21k/train OUT` or point
-`data.train` at `tfds:NAME/train` for a TFDS-prepared copy.
+Data: convert the class folders once with
+`python -m data.convert folder:/data/imagenet21k/train --out /data/imagenet21k`
+(and a held-out folder with `--split eval`), or point `data.train` at
+`tfds:NAME/train` for a TFDS-prepared copy.
 
 Expected: a pre-trained model whose ImageNet fine-tune beats training from
 scratch; the paper has no ImageNet-21k numbers for NFNets.
