@@ -15,7 +15,10 @@ evaluated on all 4,000 test photos of those classes).
 
   Pre-training on airplane, automobile, bird, cat, deer and dog; downstream
   frog, horse, ship and truck (each with relatives upstream: a random split
-  of a natural-image set).
+  of a natural-image set). `--split cifar10-b` splits the same photos
+  another way: pre-training on airplane, cat, deer, frog, ship and truck,
+  downstream automobile, bird, dog and horse (three animals that are often
+  confused, so a harder downstream task).
 - `--split tops` (the default) and `--split related`: Fashion-MNIST's
   70,000 product photos (Debian package `dataset-fashion-mnist`:
   `apt-get install dataset-fashion-mnist`), upscaled from 28 px. `tops`
@@ -144,6 +147,7 @@ SPLITS = {
     "tops": Split("fashion-mnist", (1, 3, 5, 7, 8, 9), (0, 2, 4, 6)),
     "related": Split("fashion-mnist", (0, 2, 1, 5, 8, 9), (4, 6, 3, 7)),
     "cifar10": Split("cifar10", (0, 1, 2, 3, 4, 5), (6, 7, 8, 9)),
+    "cifar10-b": Split("cifar10", (0, 3, 4, 6, 8, 9), (1, 2, 5, 7)),
 }
 
 

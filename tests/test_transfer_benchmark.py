@@ -75,7 +75,7 @@ def test_read_idx_round_trips_shape_and_values(tmp_path, benchmark_module):
   np.testing.assert_array_equal(transfer.read_idx(str(tmp_path / "x.gz")), array)
 
 
-@pytest.mark.parametrize("split", ["tops", "related", "cifar10"])
+@pytest.mark.parametrize("split", ["tops", "related", "cifar10", "cifar10-b"])
 def test_prepare_writes_disjoint_relabelled_parts_of_the_split(tmp_path, split,
                                                                benchmark_module):
   transfer = benchmark_module("transfer")
