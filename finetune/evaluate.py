@@ -15,9 +15,8 @@ S / (S + 32) from there, for imported weights), and top-1 / top-5 are counted
 over every example exactly once, with any number of devices and hosts (the
 last batch is padded and masked). On multi-label data the numbers are
 precision@1 and hit@5 (a true label among the five best) against each
-image's label set. Without `--resolution` the
-weights' own eval resolution is used (a run's, or the released variant's
-test resolution). Labels are read under the run's `data.label_key` unless
+image's label set. Without `--resolution` the weights' own eval resolution is
+used (a run's, or the released variant's test resolution). Labels are read under the run's `data.label_key` unless
 `--label-key` says otherwise, and raw shards with no dataset_info.json with
 the head's class count and the run's `data.multi_label`.
 
