@@ -28,7 +28,8 @@ measurement that would start after `--budget-s` prints `{"skipped": ...}`.
 `--dry-run` runs every measurement with tiny shapes (1/8 width, one block per
 stage, 32 px, batch 2, float32) on whatever backend there is and prints the
 same keys; on a 2-core CPU it takes one to a few minutes, nearly all of it
-XLA compiling the eight steps.
+XLA compiling its five steps (F0 native and per-group, F1, F4 with and
+without remat; a full run compiles 13).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared accelerator check (benchmarks/gpu_check.py): F0 training-step
 # latency at batch 32 in bfloat16 (native vs per-group grouped convs), F1-F3
-# latency, F4+ step memory with and without remat, and the input pipeline's
+# latency (native), F4-F7 step memory with and without remat, and the input pipeline's
 # images/s per CPU core, as JSON lines on stdout (progress on stderr).
 #
 #   bash benchmarks/gpu_check.sh            # one GPU, under 8 minutes

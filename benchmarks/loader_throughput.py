@@ -1,6 +1,6 @@
 """Input-pipeline throughput on real-size JPEGs (baseline transforms, 224 px).
 
-    python benchmarks/loader_throughput.py [--images 512] [--batch 64] [--batches 8]
+    python benchmarks/loader_throughput.py [--images 512] [--batch 64] [--batches 6]
 
 Writes ``--images`` photo-like 500 x 375 JPEGs (about ImageNet's median size
 and file size) into an ArrayRecord shard in a temporary directory, then

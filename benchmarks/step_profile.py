@@ -15,8 +15,9 @@ per-op milliseconds per step (summed over the worker threads and divided by
 the thread count, so the categories add up to about the step's wall time),
 and the op's HLO shape and attributes.
 
-Also prints the wall time of the forward pass, the forward + backward pass
-and the full step (forward, backward, optimizer), each compiled alone.
+With `--phases` it first prints, as one JSON line, the median wall time of
+the forward pass, the forward + backward pass, the optimizer update and the
+full step (forward, backward, optimizer), each compiled alone.
 """
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ def trace_events(fn, steps: int) -> tuple[dict, int]:
 
 
 def phase_times(model, batch: int, resolution: int, repeats: int) -> dict:
-  """Median seconds of the forward, forward + backward, and the full step."""
+  """Median seconds of the forward, forward + backward, the optimizer update
+  and the full step."""
   rng = jax.random.PRNGKey(0)
   images = jax.random.normal(rng, (batch, resolution, resolution, 3))
   labels = jax.random.randint(rng, (batch,), 0, model.num_classes)

@@ -3,7 +3,7 @@
 Two sets of real photos, both installed from a package registry and read
 offline (nothing is downloaded at run time), each split by class the way a
 transfer study is: six classes pre-train (every training photo of them; the
-eval split is 2,000 test photos of the same classes), the four others are
+eval split is 1,998 test photos of the same classes, 333 each), the four others are
 the low-data downstream task (`--per-class` (100) training photos each,
 evaluated on all 4,000 test photos of those classes).
 

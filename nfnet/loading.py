@@ -20,7 +20,8 @@
     kind             "checkpoint", "converted", "deepmind" or "timm"
     path             the path given
     ema              whether `params` are EMA weights
-    step             the checkpoint's step (None for imported files)
+    step             the checkpoint's step, from its folder's name (None for
+                     imported files or a step folder renamed, e.g. best/)
     label_names      index -> class name, when the training source had them
                      (folder class names, TFDS label names, dataset_info.json)
     resolution       the training resolution (None when unknown)
@@ -81,8 +82,10 @@ def _checkpoint_info(path: str, step_dir: str, run: dict,
                      ema: bool) -> dict[str, Any]:
   config = run.get("config", {})
   resolution = config.get("resolution")
+  # Orbax names step folders by their step; a copied one may be named anything.
+  folder = os.path.basename(os.path.normpath(step_dir))
   return {"kind": "checkpoint", "path": path, "ema": ema,
-          "step": int(os.path.basename(os.path.normpath(step_dir))),
+          "step": int(folder) if folder.isdigit() else None,
           "label_names": run.get("label_names"), "resolution": resolution,
           "eval_resolution": config.get("eval_resolution") or resolution,
           "eval_crop_fraction": config.get("eval_crop_fraction"),

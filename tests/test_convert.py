@@ -631,6 +631,18 @@ def test_timm_pth_needs_torch_or_matches_safetensors(tmp_path):
 # ---------------------------------------------------------------------------
 
 
+def test_architecture_check_takes_variant_names_in_any_case():
+  """`variant=f0` in a config fits F0 weights (variant names are
+  case-insensitive everywhere); a different variant is named."""
+  tiny = {k: v for k, v in TINY.items() if k != "variant"}
+  checkpoints.check_same_architecture(NFNet(variant="F0", **tiny),
+                                      NFNet(variant="f0", **tiny))
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match="variant: weights 'F0', config 'F1'"):
+    checkpoints.check_same_architecture(NFNet(variant="F0", **tiny),
+                                        NFNet(variant="f1", **tiny))
+
+
 def test_model_description_round_trips_through_json():
   model = NFNet(**TINY, dtype=jnp.bfloat16, drop_rate=0.3,
                 ws_eps_mode="add", ws_eps=1e-5)

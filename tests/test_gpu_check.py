@@ -26,7 +26,7 @@ EXPECTED_KEYS = {
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_prints_every_measurement():
-  # Generous limits: on a busy 2-core CPU the eight small compiles take minutes.
+  # Generous limits: on a busy 2-core CPU the five small compiles take minutes.
   result = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run",
                            "--budget-s", "840"],
                           capture_output=True, text=True, timeout=900, cwd=ROOT,

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from nfnet import NFNet, layers
+from nfnet.errors import UserError
 from nfnet.train import parallel, training
 
 
@@ -179,3 +180,13 @@ def test_virtual_replica_ids_follow_device_and_micro_batch():
   ids = training.virtual_replica_ids(8, 4, 2)
   np.testing.assert_array_equal(ids, [8, 8, 9, 9, 10, 10, 11, 11])
   np.testing.assert_array_equal(training.virtual_replica_ids(4, 1, 3), [3, 3, 3, 3])
+
+
+def test_a_batch_its_micro_batches_cannot_split_is_refused_with_the_numbers():
+  mesh = parallel.make_data_mesh()
+  batch = 12 * mesh.devices.size  # 12 per device
+  parallel.check_batch_divisible(batch, mesh, micro_batches=3)
+  with pytest.raises(UserError, match="per-device batch of 12 .* micro_batches=5"):
+    parallel.check_batch_divisible(batch, mesh, micro_batches=5)
+  with pytest.raises(UserError, match="positive int, got 0"):
+    parallel.check_batch_divisible(batch, mesh, micro_batches=0)

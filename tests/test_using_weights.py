@@ -2,6 +2,7 @@
 on real JPEG class folders written here and a 4-step fine-tune of a tiny NFNet."""
 import json
 import os
+import shutil
 
 import dill
 import jax
@@ -75,6 +76,15 @@ def test_load_returns_model_params_and_the_folder_class_names(finetuned):
   images = nfnet.normalize_images(np.zeros((2, 32, 32, 3), np.uint8))
   logits, features = model.apply({"params": params}, images, return_features=True)
   assert logits.shape == (2, 4) and features.shape == (2, 2 * int(1536 * 0.125))
+
+
+def test_load_reads_a_step_folder_copied_under_another_name(finetuned, tmp_path):
+  workdir, _ = finetuned
+  shutil.copytree(os.path.join(workdir, "checkpoints", "4"), tmp_path / "best")
+  _, params, info = nfnet.load(tmp_path / "best")
+  assert info["step"] is None and info["label_names"] == list(CLASSES)
+  np.testing.assert_array_equal(params["classifier"]["kernel"],
+                                nfnet.load(workdir)[1]["classifier"]["kernel"])
 
 
 def test_evaluate_at_two_resolutions_counts_every_example_once(finetuned, folders,

@@ -142,6 +142,8 @@ ARCHITECTURE_FIELDS = ("variant", "width", "depths", "group_size", "activation",
 
 def _architecture(model) -> dict:
   description = model_description(model)
+  # Variant names are case-insensitive ('f0' is F0): compare the table's name.
+  description["variant"] = model.spec.name
   description["activation"] = model.activation or model.spec.activation
   return {k: description[k] for k in ARCHITECTURE_FIELDS}
 

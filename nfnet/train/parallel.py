@@ -76,8 +76,10 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
-  """Refuses a batch the devices cannot split evenly, with the numbers."""
+def check_batch_divisible(global_batch_size: int, mesh: Mesh,
+                          micro_batches: int = 1) -> None:
+  """Refuses a batch the devices (and each device's `micro_batches`) cannot
+  split evenly, with the numbers."""
   devices, processes = mesh.devices.size, jax.process_count()
   if global_batch_size % devices:
     raise UserError(
@@ -87,6 +89,16 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
     raise UserError(
         f"batch_size={global_batch_size} is not divisible by the {processes} "
         "processes.")
+  if (not isinstance(micro_batches, int) or isinstance(micro_batches, bool)
+      or micro_batches < 1):
+    raise UserError(f"micro_batches must be a positive int, got {micro_batches!r}.")
+  per_device = global_batch_size // devices
+  if per_device % micro_batches:
+    raise UserError(
+        f"the per-device batch of {per_device} (batch_size={global_batch_size} "
+        f"over {devices} devices) does not split into micro_batches="
+        f"{micro_batches}; use a batch_size that is a multiple of "
+        f"{devices * micro_batches}.")
 
 
 def to_global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> Any:

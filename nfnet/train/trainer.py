@@ -62,7 +62,7 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
   """Runs (or resumes) one run; returns the final eval metrics."""
   # ------------------------------------------------------------------ Mesh
   mesh = parallel.make_data_mesh()
-  parallel.check_batch_divisible(config.batch_size, mesh)
+  parallel.check_batch_divisible(config.batch_size, mesh, config.micro_batches)
   writer = metrics.make_writer(workdir)
   logging.info("%s: %d processes, %d devices (%s)", program.name,
                jax.process_count(), jax.device_count(), jax.default_backend())
