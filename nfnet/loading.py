@@ -8,9 +8,9 @@
 
 `path` is anything a run's `init_from` accepts:
 
-* a workdir of ours, its `checkpoints/` folder or one step folder of it (the
-  latest step is taken); `ema=True` returns the EMA weights instead of the
-  raw ones (an error when the run kept none);
+* a workdir of ours (local or gs://), its `checkpoints/` folder or one step
+  folder of it (the latest step is taken); `ema=True` returns the EMA weights
+  instead of the raw ones (an error when the run kept none);
 * a `python -m nfnet.convert` output (orbax params + model.json);
 * DeepMind's `F*_haiku.npz` (read with the restricted unpickler);
 * a timm `dm_nfnet_*` `.safetensors` / `.pth` state dict (timm's numerics).
@@ -49,7 +49,10 @@ TIMM_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 def weights_kind(path: str) -> str:
-  """Which of KINDS `path` is, from its name and layout alone (reads nothing)."""
+  """Which of KINDS `path` is, from its name and layout alone (reads nothing).
+  A URL (gs://...) is read as a run of ours: a workdir or checkpoint."""
+  if "://" in path:
+    return "checkpoint"
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"{path!r} does not exist; expected a workdir or checkpoint of ours, a "

@@ -1,6 +1,7 @@
 r"""Pre-train an NFNet on a large, many-label image corpus.
 
-    python -m pretrain.main --config pretrain/configs/synthetic.py \
+    python -m data.synthetic --out /tmp/synth
+    python -m pretrain.main --config pretrain/configs/synthetic.py:data_dir=/tmp/synth \
         --workdir /tmp/nfnet_pretrain [--config.total_steps=500 ...]
 
 The run itself is `nfnet.train.trainer.train` (mesh, input, model, restore,

@@ -84,6 +84,18 @@ def test_resumed_run_matches_the_unbroken_run(pretrained, corpus, tmp_path):
   assert not np.array_equal(c["classifier"]["kernel"], a["classifier"]["kernel"])
 
 
+def test_a_run_stopped_after_its_last_checkpoint_finishes_on_rerun(
+    pretrained, corpus, tmp_path):
+  """Killed between the final checkpoint and results.json: the re-run
+  evaluates the last checkpoint and writes the results the unbroken run did."""
+  unbroken, unbroken_metrics = pretrained
+  stopped = str(tmp_path / "stopped")
+  shutil.copytree(_step_dir(unbroken, 6), _step_dir(stopped, 6))
+  metrics = pretrain_main.train(_pretrain_config(corpus), stopped)
+  assert metrics == pytest.approx(unbroken_metrics)
+  assert results.read_results(stopped) == pytest.approx({"step": 6, **unbroken_metrics})
+
+
 def test_finetune_restores_backbone_and_replaces_head(pretrained, corpus,
                                                      assert_backbone_loaded_and_head_fresh):
   workdir, _ = pretrained
@@ -169,3 +181,15 @@ def test_data_path_that_matches_nothing_is_a_clear_error(tmp_path):
   config = _pretrain_config(str(tmp_path / "missing"))
   with pytest.raises(FileNotFoundError, match="No files match"):
     pretrain_main.train(config, str(tmp_path / "w"))
+
+
+def test_a_gs_workdir_keeps_its_checkpoints_in_the_bucket(monkeypatch):
+  """os.path.abspath would turn gs://bucket/run into ./gs:/bucket/run, and a
+  preempted host would lose its checkpoints with the local disk."""
+  opened = []
+  monkeypatch.setattr(checkpoints.ocp, "CheckpointManager",
+                      lambda directory, **kw: opened.append(directory))
+  checkpoints.make_manager("gs://bucket/run", save_every_steps=10)
+  checkpoints.make_manager("relative/run", save_every_steps=10)
+  assert opened == ["gs://bucket/run/checkpoints",
+                    os.path.join(os.getcwd(), "relative/run", "checkpoints")]

@@ -1,6 +1,8 @@
-"""The train step's EMA, the classification losses and stochastic depth,
-checked against values written out by hand (not the code's own formulas)."""
+"""The train step's EMA, the classification losses, top-1 on soft targets and
+stochastic depth, checked against values written out by hand (not the code's
+own formulas); the batch / micro-batch check and the preemption guard."""
 import math
+import signal
 
 import flax.linen as nn
 import jax
@@ -8,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.experimental import multihost_utils
 
 from nfnet import NFNet, layers
 from nfnet.errors import UserError
-from nfnet.train import parallel, training
+from nfnet.train import parallel, preemption, training
 
 
 # ----------------------------------------------------------------------------
@@ -190,3 +193,37 @@ def test_a_batch_its_micro_batches_cannot_split_is_refused_with_the_numbers():
     parallel.check_batch_divisible(batch, mesh, micro_batches=5)
   with pytest.raises(UserError, match="positive int, got 0"):
     parallel.check_batch_divisible(batch, mesh, micro_batches=0)
+
+
+class _NoticeAt:
+  """A checkpoint manager whose preemption notice arrives at one step."""
+
+  def __init__(self, step):
+    self.step = step
+
+  def reached_preemption(self, step):
+    return step == self.step
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_preemption_guard_stops_at_the_notice_step_and_on_a_signal(
+    monkeypatch, processes):
+  monkeypatch.setattr(preemption.jax, "process_count", lambda: processes)
+  gathered = []
+  monkeypatch.setattr(multihost_utils, "process_allgather",
+                      lambda x: gathered.append(int(x)) or np.array([x]))
+  handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+  guard = preemption.PreemptionGuard()
+  try:
+    # Orbax's notice is the same step everywhere: stop there, no collective.
+    assert [guard.should_stop(_NoticeAt(7), s) for s in (6, 7)] == [False, True]
+    assert gathered == []
+    guard.requested = True  # what SIGTERM sets
+    if processes == 1:
+      assert guard.should_stop(_NoticeAt(None), 11)
+    else:  # hosts agree on a signal every 10 steps
+      assert not guard.should_stop(_NoticeAt(None), 11)
+      assert guard.should_stop(_NoticeAt(None), 20) and gathered == [1]
+  finally:
+    for sig, handler in handlers.items():
+      signal.signal(sig, handler)

@@ -10,8 +10,8 @@ and evaluated on the validation split at the same resolution: batch 2048,
 then cosine to 0, SGD-Nesterov 0.9 + AGC 0.01 (`nfnet.optim.sgd_agc`), SAM
 with rho 0.05 on 20% of each replica's batch with per-replica ascent, weight
 decay 1e-5, dropout 0.25, stochastic depth 0.1, EMA 0.9999 with warm-up.
-Crop and flip only. NF-ResNets use the paper's ResNet setting: no weight
-decay, dropout or stochastic depth.
+Crop and flip only. NF-ResNets use the paper's ResNet setting (appendix
+A.5): no SAM, weight decay, dropout or stochastic depth.
 
 Expected (paper, Table 5 / Table 4): NFNet-F4+ from JFT-300M reaches 89.2%
 top-1; NF-ResNet-50 79.5 / 80.9 / 81.1 at 224 / 320 / 384.

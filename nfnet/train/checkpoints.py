@@ -26,6 +26,7 @@ from flax import traverse_util
 from nfnet import convert
 from nfnet.errors import UserError
 from nfnet.model import CLASSIFIER
+from nfnet.weights import run_checkpoint
 from nfnet.weights.run_checkpoint import CHECKPOINT_DIRNAME, CONFIG, DATA, STATE
 
 class CheckpointMismatchError(UserError):
@@ -52,7 +53,7 @@ def make_manager(workdir: str, *, save_every_steps: int, keep: int = 3,
           keep_policies),
       create=True, enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIRNAME),
+      os.path.join(run_checkpoint.absolute_path(workdir), CHECKPOINT_DIRNAME),
       options=options, item_names=(STATE, DATA, CONFIG))
 
 
@@ -166,7 +167,7 @@ def load_pretrained(path: str) -> tuple[Any, Any]:
   `*_haiku.npz` pickle, or a timm `.safetensors` / `.pth` state dict
   (`nfnet.loading.load`)."""
   from nfnet import loading  # pylint: disable=import-outside-toplevel
-  if not os.path.exists(path):
+  if not run_checkpoint.is_url(path) and not os.path.exists(path):
     raise FileNotFoundError(f"init_from={path!r} does not exist.")
   model, params, _ = loading.load(path)
   return params, model

@@ -33,9 +33,16 @@ class PreemptionGuard:
   def should_stop(self, manager, step: int) -> bool:
     """True on every process once any process was signalled (or orbax saw a
     preemption notice), so all of them save the same step and stop together."""
-    stop = self.requested or manager.reached_preemption(step)
-    # Agreeing across hosts is a blocking collective: do it every 10 steps.
-    if jax.process_count() > 1 and step % 10 == 0:
+    # Orbax's notice is already agreed: JAX's preemption sync point is the
+    # same step on every process, and true on that step only.
+    if manager.reached_preemption(step):
+      return True
+    if jax.process_count() == 1:
+      return self.requested
+    # A signal reaches one host: agreeing on it is a blocking collective, so
+    # it is done every 10 steps.
+    if step % 10 == 0:
       from jax.experimental import multihost_utils
-      return bool(np.any(multihost_utils.process_allgather(np.int32(stop))))
-    return stop and jax.process_count() == 1
+      return bool(np.any(multihost_utils.process_allgather(
+          np.int32(self.requested))))
+    return False

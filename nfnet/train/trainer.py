@@ -92,10 +92,11 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
   state = state_lib.restore_or_initialize(
       manager, model, tx, config, mesh, train_data.iterator, use_ema)
   start_step, total_steps = int(state.step), durations.total_steps
-  if start_step >= total_steps:
+  finished = results.read_results(workdir) if start_step >= total_steps else {}
+  if finished:
     logging.info("%s already holds the finished run (step %d).", workdir,
                  start_step)
-    return results.read_results(workdir)
+    return finished
 
   # ----------------------------------------------------------------- Steps
   train_step = setup.build_train_step(config, model, tx, schedule, mesh)
@@ -114,6 +115,13 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
   guard = preemption.PreemptionGuard()
   logging.info("Training from step %d to %d.", start_step, total_steps)
   latest, step = {}, start_step
+  if start_step >= total_steps:
+    # The last checkpoint was saved but the run stopped before its results
+    # were written: evaluate that checkpoint and finish the run now.
+    logging.info("%s holds the last checkpoint (step %d) but no %s: "
+                 "evaluating it.", workdir, start_step, results.RESULTS_FILE)
+    for _, run_eval in evals:
+      latest.update(run_eval(state))
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       host_batch = next(train_data.iterator)

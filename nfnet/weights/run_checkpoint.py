@@ -24,16 +24,30 @@ STATE, DATA, CONFIG = "state", "data", "config"
 CHECKPOINT_DIRNAME = "checkpoints"
 
 
+def is_url(path: str | os.PathLike) -> bool:
+  """gs://bucket/dir and other URLs that etils.epath (and orbax) read."""
+  return "://" in os.fspath(path)
+
+
+def absolute_path(path: str | os.PathLike) -> str:
+  """A local path made absolute (orbax wants absolute paths); a URL as it is
+  (os.path.abspath would turn gs://bucket/dir into ./gs:/bucket/dir)."""
+  path = os.fspath(path)
+  return path if is_url(path) else os.path.abspath(path)
+
+
 def find_checkpoint_step_dir(path: str) -> str:
-  """Resolves a workdir, a checkpoints dir or a step dir to one step dir."""
-  path = os.path.abspath(path)
-  for root in (os.path.join(path, CHECKPOINT_DIRNAME), path):
-    if os.path.isdir(root):
-      steps = [int(d) for d in os.listdir(root) if d.isdigit()]
+  """Resolves a workdir, a checkpoints dir or a step dir to one step dir
+  (local or gs://)."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  path = epath.Path(absolute_path(path))
+  for root in (path / CHECKPOINT_DIRNAME, path):
+    if root.is_dir():
+      steps = [int(d.name) for d in root.iterdir() if d.name.isdigit()]
       if steps:
-        return os.path.join(root, str(max(steps)))
-  if os.path.isdir(os.path.join(path, STATE)):
-    return path
+        return str(root / str(max(steps)))
+  if (path / STATE).is_dir():
+    return str(path)
   raise FileNotFoundError(
       f"No checkpoint found at {path}: expected a workdir, its "
       f"'{CHECKPOINT_DIRNAME}' folder, or one step folder of it.")

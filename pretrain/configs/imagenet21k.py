@@ -7,7 +7,8 @@ r"""The JFT recipe on ImageNet-21k, the public stand-in for JFT-300M.
 
 Same optimizer and schedule as pretrain/configs/jft.py (224 px, batch 4096,
 SGD-Nesterov + AGC 0.01, lr 1.6 with 5 warm-up epochs then cosine, weight
-decay 1e-6, crop and flip only, no EMA) on ~14M images of 21,843 classes.
+decay 1e-6, crop and flip only, no EMA) on the 13.15M images of 21,843
+classes of the winter21 release.
 ImageNet-21k (fall11 / winter21) gives one label per image, so the loss is
 softmax cross-entropy. With 20x fewer images than JFT, the default runs 90
 epochs for F4+ (about 289k steps; set --config.total_epochs to change it).
