@@ -9,8 +9,9 @@ read-only); see data/tfrecord.py for the format. Opening a ``tfrecord:``
 source builds missing indexes itself, but on a many-host job it is better to
 build them once here. The programs look beside the shards and in
 ``$NFNET_DATA_INDEX_DIR`` (else the cache directory): after ``--index-dir DIR``
-run them with ``NFNET_DATA_INDEX_DIR=DIR``. ``--check-crc`` also verifies every record's checksums
-and lists the bad ones (the command then exits with status 1).
+run them with ``NFNET_DATA_INDEX_DIR=DIR``. ``--check-crc`` also verifies
+every record's checksums and lists the bad ones (the command then exits with
+status 1).
 """
 
 from __future__ import annotations

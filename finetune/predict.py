@@ -11,11 +11,12 @@ for images (.jpg .jpeg .png .bmp .gif .webp), in sorted order.
 Each image gets the training runs' eval transform (the whole image resized,
 bicubic, then the centre S x S crop keeping the fraction of each side the
 run's eval kept, or `--eval-crop-fraction`; S from `--resolution`, else the
-weights' eval resolution) and one output line, tab-separated: the path, then the top-k classes as
-`index:name:probability` (`index::probability` when no names are known).
-Class names come from the training source when the run recorded them, or
-from `--labels FILE` (one name per line, in class-index order; e.g. the 1000
-ImageNet names for DeepMind's released heads). Probabilities are a softmax
+weights' eval resolution) and one output line, tab-separated: the path, then
+the top-k classes as `index:name:probability` (`index::probability` when no
+names are known). Class names come from the training source when the run
+recorded them, or from `--labels FILE` (one name per line, in class-index
+order; e.g. the 1000 ImageNet names for DeepMind's released heads).
+Probabilities are a softmax
 over the classes, or per-class sigmoids for weights trained with the sigmoid
 loss. With `--json`, one object per image instead:
     {"path": ..., "top_k": [{"index": 3, "name": "tulip", "probability": 0.91}, ...]}
@@ -145,7 +146,8 @@ def format_prediction(prediction: Prediction) -> str:
 
 def predict(weights: str, paths: Sequence[str], *, top_k: int = 5,
             ema: bool = False, resolution: int | None = None,
-            eval_crop_fraction: float | None = None, labels_file: str | None = None, batch_size: int = 32,
+            eval_crop_fraction: float | None = None,
+            labels_file: str | None = None, batch_size: int = 32,
             features_file: str | None = None, on_prediction=None,
             show_progress: bool = False) -> tuple[list[Prediction], list[tuple[str, str]]]:
   """Runs the model over `paths` (files or folders); returns (predictions,

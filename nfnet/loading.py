@@ -51,7 +51,7 @@ TIMM_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 def weights_kind(path: str) -> str:
   """Which of KINDS `path` is, from its name and layout alone (reads nothing).
   A URL (gs://...) is read as a run of ours: a workdir or checkpoint."""
-  if "://" in path:
+  if run_checkpoint.is_url(path):
     return "checkpoint"
   if not os.path.exists(path):
     raise FileNotFoundError(
