@@ -16,9 +16,9 @@ the top-k classes as `index:name:probability` (`index::probability` when no
 names are known). Class names come from the training source when the run
 recorded them, or from `--labels FILE` (one name per line, in class-index
 order; e.g. the 1000 ImageNet names for DeepMind's released heads).
-Probabilities are a softmax
-over the classes, or per-class sigmoids for weights trained with the sigmoid
-loss. With `--json`, one object per image instead:
+Probabilities are a softmax over the classes, or per-class sigmoids for
+weights trained with the sigmoid loss. With `--json`, one object per image
+instead:
     {"path": ..., "top_k": [{"index": 3, "name": "tulip", "probability": 0.91}, ...]}
 
 `--features OUT.npy` also writes the pooled pre-logit features, float32
