@@ -12,7 +12,11 @@ re-encoded. Shards are written in ``--workers`` processes with a progress line.
 
 Restartable: a shard is written under a temporary name and renamed when
 complete, so re-running the same command skips finished shards (their record
-counts are verified) and redoes only the rest.
+counts are verified) and redoes only the rest; with ``--skip-corrupt`` a
+shard's count cannot be verified, so every shard is rewritten. Before any
+record is written the command refuses an ``--out`` holding the split's shards
+of another shard count (``split-*`` would read both) or a dataset_info.json
+with another class count.
 
 Examples::
 
@@ -36,6 +40,7 @@ from data import dataset_info
 from data import progress
 from data import sources as sources_lib
 from data import tf_example
+from data.errors import DataError
 
 SUFFIX = ".array_record"
 _worker: dict[str, Any] = {}
@@ -109,6 +114,9 @@ def convert(source: sources_lib.Source, out_dir: str, *, split: str = "train",
   num_shards = max(1, min(num_shards, len(source)))
   ranges = plan_shards(len(source), num_shards)
   paths = [shard_path(out_dir, split, i, num_shards) for i in range(num_shards)]
+  # Both refusals come before any record is written, not after hours of it.
+  dataset_info.check_no_foreign_shards(out_dir, split, SUFFIX, paths)
+  _check_label_space(out_dir, source)
   jobs, reused = [], 0
   for path, (start, stop) in zip(paths, ranges):
     if os.path.exists(path) and not skip_corrupt and _count_records(path) == stop - start:
@@ -143,12 +151,18 @@ def convert(source: sources_lib.Source, out_dir: str, *, split: str = "train",
   return {"written": written, "skipped": skipped, "reused_shards": reused, "shards": paths}
 
 
+def _check_label_space(out_dir: str, source: sources_lib.Source) -> None:
+  """The other splits already in `out_dir` must share the source's classes."""
+  info = dataset_info.read_info(out_dir) or {}
+  if info.get("num_classes") not in (None, source.num_classes):
+    raise DataError(
+        f"{dataset_info.info_path(out_dir)} says {info['num_classes']} classes but "
+        f"{source.spec} has {source.num_classes}; use another --out.")
+
+
 def _update_info(out_dir: str, source: sources_lib.Source, split: str,
                  num_examples: Optional[int]) -> None:
   info = dataset_info.read_info(out_dir) or {}
-  if info.get("num_classes") not in (None, source.num_classes):
-    raise ValueError(f"{dataset_info.info_path(out_dir)} says {info['num_classes']} classes but "
-                     f"{source.spec} has {source.num_classes}; use another --out.")
   if source.num_classes is None:
     print("note: the source does not say its number of classes; run `python -m data.inspect "
           f"'arrayrecord:{out_dir}/*{SUFFIX}' --write-info` to record it.", file=sys.stderr)
@@ -187,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     result = convert(source, args.out, split=args.split, num_shards=args.num_shards,
                      workers=args.workers, skip_corrupt=args.skip_corrupt)
-  except sources_lib.CorruptRecordError as e:
+  except DataError as e:  # a corrupt record, a label space or shards in the way
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(f"Wrote {result['written']} records to {len(result['shards'])} shards in "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Optional, Sequence
 from data.errors import DataError
 
@@ -72,3 +73,22 @@ def read_info_for_files(paths: Sequence[str]) -> Optional[dict[str, Any]]:
             f"{info_path(first_dir)} and {info_path(directory)} disagree on {key!r}; "
             "shards of one source must share one label space.")
   return first
+
+
+def check_no_foreign_shards(directory: str, split: str, suffix: str,
+                            shards: Sequence[str]) -> None:
+  """Refuses to write `shards` where other `split-*` shards already lie.
+
+  A split is read as `split-*<suffix>`: shards left by an earlier run with
+  another shard count (`-of-00004` beside `-of-00002`) would be read too, and
+  every example twice. Nothing is deleted: the directory may hold data.
+  """
+  pattern = re.compile(rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}{re.escape(suffix)}$")
+  wanted = {os.path.basename(path) for path in shards}
+  foreign = sorted(name for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+                   if pattern.match(name) and name not in wanted)
+  if foreign:
+    raise DataError(
+        f"{directory} already holds {len(foreign)} '{split}' shards of another "
+        f"shard count ({foreign[0]}, ...), which the split's pattern "
+        f"{split}-*{suffix} would read as well: remove them or write elsewhere.")

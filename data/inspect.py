@@ -7,7 +7,9 @@ the largest label + 1; and the number seen), whether it is multi-label, and labe
 evenly spaced sample of ``--sample`` records, all of them with ``--check`` or
 ``--sample 0``). ``--check`` reads, parses and fully decodes every record, in
 ``--workers`` processes, and lists every corrupt record by file and record
-index; the command then exits with status 1. ``--json`` prints one JSON object
+index; the command then exits with status 1. Records whose labels do not fit
+the source (out of range, several in a single-label source) are listed, and
+make the status 1, whenever they are among the records scanned. ``--json`` prints one JSON object
 instead of text, with at least ``num_examples``, ``num_classes`` and
 ``corrupt`` (a list of ``{"file", "index", "position", "error"}``; ``index``
 is the record's index inside ``file``, ``position`` its index in the source).
@@ -176,8 +178,11 @@ def _print_text(report: dict[str, Any]) -> None:
   print(f"multi-label:         {report['multi_label']}")
   print(f"labels per example:  min {per['min']}, mean {per['mean']:.3f}, max {per['max']}"
         if per["min"] is not None else "labels per example:  (nothing scanned)")
-  if report["checked"]:
-    print(f"corrupt records:     {len(report['corrupt'])}")
+  # Label problems (a label out of range, several in a single-label source)
+  # are found while scanning, with or without --check: always list them.
+  if report["checked"] or report["corrupt"]:
+    print(f"corrupt records:     {len(report['corrupt'])}"
+          + ("" if report["checked"] else f" (in the {report['scanned']} scanned)"))
     for item in report["corrupt"]:
       print(f"  {item['file']} [record {item['index']}] (position {item['position']}): "
             f"{item['error']}")

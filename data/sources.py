@@ -475,6 +475,8 @@ def check_source_exists(spec: str, data_dir: Optional[str] = None) -> None:
   else:  # tfds: NAME[/CONFIG][:VERSION]/SPLIT, prepared under data_dir/NAME.
     name = parse_tfds_spec(rest)[0].split("/")[0].split(":")[0]
     root = tfds_data_dir(data_dir)
+    if "://" in root:  # TFDS_DATA_DIR=gs://...: left to the loader too.
+      return
     if not os.path.isdir(os.path.join(root, name)):
       raise FileNotFoundError(
           f"no TFDS dataset '{name}' in {root}. Prepare it once with: tfds build "

@@ -48,6 +48,7 @@ from PIL import Image
 from data import dataset_info
 from data import tf_example
 from data import tfrecord
+from data.errors import DataError
 
 SHAPES = ("disc", "square", "triangle_up", "triangle_down", "diamond", "plus", "ring",
           "hbar", "vbar", "x_cross")
@@ -295,6 +296,7 @@ def write_split(directory: str, config: CorpusConfig, split: str, num_examples: 
   os.makedirs(directory, exist_ok=True)
   num_shards = max(1, min(num_shards, num_examples))
   paths = shard_paths(directory, split, num_shards, file_format)
+  dataset_info.check_no_foreign_shards(directory, split, FORMATS[file_format], paths)
   bounds = np.linspace(0, num_examples, num_shards + 1).astype(int)
   jobs = [(p, file_format, seed, config, split, int(bounds[i]), int(bounds[i + 1]))
           for i, p in enumerate(paths)]
@@ -367,7 +369,7 @@ def generate(out_dir: str, *, seed: int = 0, num_train: int = 20000, num_eval: i
   return specs
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m data.synthetic", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -384,15 +386,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   args = parser.parse_args(argv)
   start = time.perf_counter()
   print(f"Writing the synthetic corpora to {args.out} ...", file=sys.stderr, flush=True)
-  specs = generate(args.out, seed=args.seed, num_train=args.num_train, num_eval=args.num_eval,
-                   downstream_train_per_class=args.downstream_train_per_class,
-                   downstream_eval_per_class=args.downstream_eval_per_class,
-                   image_size=args.image_size, file_format=args.format,
-                   num_shards=args.num_shards, num_processes=args.processes, progress=True)
+  try:
+    specs = generate(args.out, seed=args.seed, num_train=args.num_train,
+                     num_eval=args.num_eval,
+                     downstream_train_per_class=args.downstream_train_per_class,
+                     downstream_eval_per_class=args.downstream_eval_per_class,
+                     image_size=args.image_size, file_format=args.format,
+                     num_shards=args.num_shards, num_processes=args.processes,
+                     progress=True)
+  except DataError as e:  # shards of another run in --out
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   print(f"Done in {time.perf_counter() - start:.1f}s. Sources:", file=sys.stderr)
   for name, spec in specs.items():
     print(f"{name}\t{spec}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -232,6 +232,23 @@ def test_bad_specs_and_missing_files_have_clear_errors(tmp_path):
   assert sources.parse_tfds_spec("foo/bar:1.0.0/train[:99%]") == ("foo/bar:1.0.0", "train[:99%]")
 
 
+def test_source_existence_is_checked_locally_and_left_to_the_loader_remotely(
+    tmp_path, monkeypatch):
+  (tmp_path / "train-0.tfrecord").write_bytes(b"")
+  sources.check_source_exists(f"tfrecord:{tmp_path}/train-*")
+  sources.check_source_exists(f"folder:{tmp_path}")
+  with pytest.raises(FileNotFoundError, match="no file matches"):
+    sources.check_source_exists(f"arrayrecord:{tmp_path}/none-*")
+  with pytest.raises(FileNotFoundError, match="is not a directory"):
+    sources.check_source_exists(f"folder:{tmp_path}/none")
+  with pytest.raises(FileNotFoundError, match="no TFDS dataset 'imagenet2012'"):
+    sources.check_source_exists("tfds:imagenet2012/train", data_dir=str(tmp_path))
+  # Remote shards, or TFDS data kept in a bucket: nothing to check here.
+  sources.check_source_exists("arrayrecord:gs://bucket/train-*")
+  monkeypatch.setenv("TFDS_DATA_DIR", "gs://bucket/tensorflow_datasets")
+  sources.check_source_exists("tfds:imagenet2012/train")
+
+
 def test_conflicting_dataset_infos_are_refused(tmp_path):
   for name, classes in (("a", 5), ("b", 6)):
     _write_shards(str(tmp_path / name), "arrayrecord", [2])

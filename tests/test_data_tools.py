@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import simplejpeg
 from PIL import Image
 
@@ -14,6 +15,7 @@ from data import sources
 from data import synthetic
 from data import tf_example
 from data import tfrecord
+from data.errors import DataError
 
 
 def _jpeg(i: int) -> bytes:
@@ -62,6 +64,19 @@ def test_inspect_parallel_check_and_text_output(tmp_path, capsys):
   assert "train-00001.tfrecord [record 400] (position 1000)" in text
 
 
+def test_inspect_without_check_names_the_labels_that_do_not_fit(tmp_path, capsys):
+  """Labels 0-2 read as a 2-class source: the records with label 2 are
+  listed (and make the status 1) even without --check."""
+  paths = _write(str(tmp_path), "tfrecord", [6])
+  rc = inspect_tool.main([f"tfrecord:{tmp_path}/*", "--num-classes", "2",
+                          "--workers", "1"])
+  text = capsys.readouterr().out
+  assert rc == 1
+  assert "corrupt records:     2 (in the 6 scanned)" in text
+  assert f"{paths[0]} [record 2] (position 2)" in text
+  assert f"{paths[0]} [record 5] (position 5)" in text
+
+
 def test_inspect_without_check_and_write_info(tmp_path, capsys):
   _write(str(tmp_path), "arrayrecord", [6], labels_of=lambda i: list(range(i % 4)))
   assert inspect_tool.main([f"arrayrecord:{tmp_path}/*", "--json", "--write-info",
@@ -98,6 +113,35 @@ def test_convert_tfrecord_to_arrayrecord_is_faithful_and_restartable(tmp_path):
       sources.open_source(f"arrayrecord:{out}/train-*")[i].id for i in range(13)]
   info = json.loads(open(os.path.join(out, "dataset_info.json")).read())
   assert info["splits"]["train"]["num_examples"] == 13
+
+
+def test_convert_refuses_shards_of_another_count_and_another_label_space(
+    tmp_path, capsys):
+  """Both before any record is written: the split's pattern would read the
+  earlier shards too, and a split with other classes would mislabel them."""
+  _write(str(tmp_path / "tf"), "tfrecord", [7, 6])
+  spec = f"tfrecord:{tmp_path}/tf/*"
+  out = tmp_path / "ar"
+  assert convert.main([spec, "--num-classes", "3", "--out", str(out),
+                       "--num-shards", "2", "--workers", "1"]) == 0
+  before = sorted(os.listdir(out))
+  assert convert.main([spec, "--num-classes", "3", "--out", str(out),
+                       "--num-shards", "4", "--workers", "1"]) == 1
+  assert "already holds 2 'train' shards" in capsys.readouterr().err
+  assert convert.main([spec, "--num-classes", "4", "--out", str(out), "--split", "val",
+                       "--num-shards", "2", "--workers", "1"]) == 1
+  assert "says 3 classes" in capsys.readouterr().err
+  assert sorted(os.listdir(out)) == before  # nothing written by either
+  assert len(sources.open_source(f"arrayrecord:{out}/train-*")) == 13
+
+
+def test_synthetic_refuses_to_mix_shard_counts(tmp_path):
+  kwargs = dict(seed=0, num_train=8, num_eval=4, downstream_train_per_class=1,
+                downstream_eval_per_class=1, image_size=16)
+  synthetic.generate(str(tmp_path), num_shards=2, **kwargs)
+  synthetic.generate(str(tmp_path), num_shards=2, **kwargs)  # the same: fine
+  with pytest.raises(DataError, match="already holds 2 'train' shards"):
+    synthetic.generate(str(tmp_path), num_shards=4, **kwargs)
 
 
 def test_convert_folder_and_command_line(tmp_path, capsys):

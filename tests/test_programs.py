@@ -5,12 +5,14 @@ import shutil
 
 import numpy as np
 import pytest
+import simplejpeg
 from flax import traverse_util
 
 from data import synthetic
 from finetune import main as finetune_main
 from finetune.configs import synthetic as finetune_synthetic
-from nfnet.train import checkpoints, metrics, results, setup
+from nfnet.errors import UserError
+from nfnet.train import checkpoints, from_config, metrics, results, setup
 from nfnet.weights import run_checkpoint
 from nfnet.train import state as state_lib
 from pretrain import main as pretrain_main
@@ -193,3 +195,21 @@ def test_a_gs_workdir_keeps_its_checkpoints_in_the_bucket(monkeypatch):
   checkpoints.make_manager("relative/run", save_every_steps=10)
   assert opened == ["gs://bucket/run/checkpoints",
                     os.path.join(os.getcwd(), "relative/run", "checkpoints")]
+
+
+def test_an_eval_folder_missing_a_class_is_refused(tmp_path):
+  """Folder sources number classes by their own sorted names: without the
+  check, 'cat' in val/ would be label 1, which is 'bird' in train/."""
+  jpeg = simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorspace="RGB")
+  for split, classes in (("train", ("ant", "bird", "cat")), ("val", ("ant", "cat"))):
+    for name in classes:
+      os.makedirs(tmp_path / split / name)
+      (tmp_path / split / name / "0.jpg").write_bytes(jpeg)
+  config = pretrain_synthetic.get_config("res=32")
+  config.data.train = f"folder:{tmp_path / 'train'}"
+  config.data.eval = f"folder:{tmp_path / 'val'}"
+  train_names = ["ant", "bird", "cat"]
+  with pytest.raises(UserError, match=r"missing: \['bird'\]"):
+    from_config.make_eval_data(config, 0, 1, train_names)
+  os.makedirs(tmp_path / "val" / "bird")  # an empty folder keeps the numbering
+  assert from_config.make_eval_data(config, 0, 1, train_names).num_steps == 1

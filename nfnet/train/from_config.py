@@ -86,12 +86,35 @@ def make_train_data(config, process_index: int, process_count: int) -> TrainData
                    source.label_names)
 
 
-def make_eval_data(config, process_index: int,
-                   process_count: int) -> Optional[loader.EvalLoader]:
-  """One exact pass over `data.eval` per iteration; None when no eval source."""
+def check_eval_classes(config, eval_source: sources.Source,
+                       train_label_names: Optional[list]) -> None:
+  """Where both sets name their classes, they must name the same ones in the
+  same order: a folder source numbers its classes by its own sorted folder
+  names, so an eval folder missing one class would shift every later label
+  and score against the wrong classes without any error."""
+  eval_names = eval_source.label_names
+  if train_label_names is None or eval_names is None:
+    return
+  if list(eval_names) != list(train_label_names):
+    missing = sorted(set(train_label_names) - set(eval_names))
+    extra = sorted(set(eval_names) - set(train_label_names))
+    raise UserError(
+        f"{config.data.eval} does not name the classes of {config.data.train} "
+        f"in the same order (missing: {missing or 'none'}; not in training: "
+        f"{extra or 'none'}), so its labels would mean other classes. Give "
+        "the eval set the training set's classes (an empty folder for a "
+        "class with no eval images).")
+
+
+def make_eval_data(config, process_index: int, process_count: int,
+                   train_label_names: Optional[list] = None
+                   ) -> Optional[loader.EvalLoader]:
+  """One exact pass over `data.eval` per iteration; None when no eval source.
+  `train_label_names`: the training source's class names, to check against."""
   if not config.data.eval:
     return None
   source = sources.open_source(config.data.eval, **_source_options(config))
+  check_eval_classes(config, source, train_label_names)
   resolution = config.eval_resolution or config.resolution
   return loader.make_eval_loader(
       source, global_batch_size=config.batch_size, resolution=resolution,

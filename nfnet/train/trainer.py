@@ -70,7 +70,8 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
   # ----------------------------------------------------------------- Input
   process = (jax.process_index(), jax.process_count())
   train_data = from_config.make_train_data(config, *process)
-  eval_data = from_config.make_eval_data(config, *process)
+  eval_data = from_config.make_eval_data(config, *process,
+                                         train_data.label_names)
   durations = setup.resolve_durations(config, train_data.num_examples)
 
   # ----------------------------------------------------- Model, optimizer

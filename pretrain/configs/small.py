@@ -46,7 +46,7 @@ on CIFAR-10's six pre-training classes 75.6% eval top-1 (at 24 px) in
 350 s, then fine-tuned at 32 px with finetune/configs/small.py to 88.3 /
 88.6 / 88.4% (seeds 0-2) against 76.1 / 78.9 / 76.8% from scratch with the
 same recipe (means 88.4% against 77.3%, +11.1); over three pre-training
-seeds (`config.seed`) 88.2%, +10.9. On Fashion-MNIST's four tops
+seeds (`--pretrain-seed`) 88.2%, +10.9. On Fashion-MNIST's four tops
 (`--split tops`): 97.2% in 410 s, fine-tuned to 73.2% against 66.3% from
 scratch.
 """
