@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from data import synthetic
 from finetune import main as finetune_main
 from finetune.configs import synthetic as finetune_synthetic
 from nfnet.errors import UserError
-from nfnet.train import checkpoints, from_config, metrics, results, setup
+from nfnet.train import checkpoints, from_config, metrics, results, setup, trainer
 from nfnet.weights import run_checkpoint
 from nfnet.train import state as state_lib
 from pretrain import main as pretrain_main
@@ -213,3 +214,28 @@ def test_an_eval_folder_missing_a_class_is_refused(tmp_path):
     from_config.make_eval_data(config, 0, 1, train_names)
   os.makedirs(tmp_path / "val" / "bird")  # an empty folder keeps the numbering
   assert from_config.make_eval_data(config, 0, 1, train_names).num_steps == 1
+
+
+def test_sigterm_saves_the_step_and_stops_and_a_rerun_finishes(corpus, tmp_path):
+  """SIGTERM during step 4 of 6 (sent by an evaluator): the guard sees it at
+  the next step, 5, which is saved out of the every-3-steps cadence; the run
+  stops, gives the signal back, and a re-run resumes there and finishes."""
+  def sigterm_at_step_4(run):
+    calls = []
+
+    def send(state):
+      calls.append(int(state.step))
+      if calls[-1] == 4:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return {}
+    return [(1, send)]
+
+  program = trainer.Program(name="pre-training", periodic_evals=sigterm_at_step_4)
+  workdir = str(tmp_path / "run")
+  before = signal.getsignal(signal.SIGTERM)
+  assert trainer.train(_pretrain_config(corpus), workdir, program) == {}
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "5"]
+  assert not os.path.exists(os.path.join(workdir, results.RESULTS_FILE))
+  assert signal.getsignal(signal.SIGTERM) == before
+  metrics = pretrain_main.train(_pretrain_config(corpus), workdir)
+  assert results.read_results(workdir)["step"] == 6 and "eval/top1" in metrics

@@ -212,9 +212,9 @@ def test_preemption_guard_stops_at_the_notice_step_and_on_a_signal(
   gathered = []
   monkeypatch.setattr(multihost_utils, "process_allgather",
                       lambda x: gathered.append(int(x)) or np.array([x]))
-  handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-  guard = preemption.PreemptionGuard()
-  try:
+  before = signal.getsignal(signal.SIGINT)
+  with preemption.PreemptionGuard() as guard:
+    assert signal.getsignal(signal.SIGINT) == guard._handle  # pylint: disable=protected-access
     # Orbax's notice is the same step everywhere: stop there, no collective.
     assert [guard.should_stop(_NoticeAt(7), s) for s in (6, 7)] == [False, True]
     assert gathered == []
@@ -224,6 +224,5 @@ def test_preemption_guard_stops_at_the_notice_step_and_on_a_signal(
     else:  # hosts agree on a signal every 10 steps
       assert not guard.should_stop(_NoticeAt(None), 11)
       assert guard.should_stop(_NoticeAt(None), 20) and gathered == [1]
-  finally:
-    for sig, handler in handlers.items():
-      signal.signal(sig, handler)
+  # After the run Ctrl-C is the caller's again.
+  assert signal.getsignal(signal.SIGINT) == before

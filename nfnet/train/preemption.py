@@ -13,13 +13,22 @@ import numpy as np
 
 
 class PreemptionGuard:
-  """Turns SIGTERM/SIGINT into a flag the loop checks: save, then exit cleanly."""
+  """Turns SIGTERM/SIGINT into a flag the loop checks: save, then exit cleanly.
+  A context manager: it holds the signals inside `with` only."""
 
   def __init__(self):
     self.requested = False
     self._previous = {}
+
+  def __enter__(self) -> "PreemptionGuard":
     for sig in (signal.SIGTERM, signal.SIGINT):
       self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    """Gives the signals back to whoever had them before the run."""
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
   def _handle(self, signum, frame):
     del frame

@@ -113,7 +113,6 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
   # ------------------------------------------------------------------ Loop
   log = metrics.TrainLogger(writer, total_steps, config.batch_size,
                             config.log_every_steps)
-  guard = preemption.PreemptionGuard()
   logging.info("Training from step %d to %d.", start_step, total_steps)
   latest, step = {}, start_step
   if start_step >= total_steps:
@@ -123,30 +122,33 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
                  "evaluating it.", workdir, start_step, results.RESULTS_FILE)
     for _, run_eval in evals:
       latest.update(run_eval(state))
-  for step in range(start_step + 1, total_steps + 1):
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      host_batch = next(train_data.iterator)
-      state, step_metrics = train_step(
-          state, parallel.to_global_batch(host_batch, mesh))
-    if step == 1:
-      writer.write_images(0, {"train_images": metrics.image_grid(
-          host_batch["image"][:32])})
-    last = step == total_steps
-    stop = guard.should_stop(manager, step)
-    # Flush (and check for a non-finite loss) before anything is saved.
-    log(step, step_metrics, flush=last or stop or manager.should_save(step))
-    for every_steps, run_eval in evals:
-      if step % every_steps == 0 or last:
-        fresh = run_eval(state)
-        latest.update(fresh)
-        writer.write_scalars(step, fresh)
+  # The guard owns SIGTERM/SIGINT for the loop only: afterwards Ctrl-C
+  # interrupts as usual (in a notebook, say).
+  with preemption.PreemptionGuard() as guard:
+    for step in range(start_step + 1, total_steps + 1):
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        host_batch = next(train_data.iterator)
+        state, step_metrics = train_step(
+            state, parallel.to_global_batch(host_batch, mesh))
+      if step == 1:
+        writer.write_images(0, {"train_images": metrics.image_grid(
+            host_batch["image"][:32])})
+      last = step == total_steps
+      stop = guard.should_stop(manager, step)
+      # Flush (and check for a non-finite loss) before anything is saved.
+      log(step, step_metrics, flush=last or stop or manager.should_save(step))
+      for every_steps, run_eval in evals:
+        if step % every_steps == 0 or last:
+          fresh = run_eval(state)
+          latest.update(fresh)
+          writer.write_scalars(step, fresh)
 
-    # ------------------------------------------------------------ Checkpoint
-    checkpoints.save(manager, step, state, train_data.iterator, description,
-                     force=last or stop)
-    if stop:
-      logging.info("Stopped at step %d after a preemption signal.", step)
-      break
+      # ------------------------------------------------------------ Checkpoint
+      checkpoints.save(manager, step, state, train_data.iterator, description,
+                       force=last or stop)
+      if stop:
+        logging.info("Stopped at step %d after a preemption signal.", step)
+        break
   manager.wait_until_finished()
   writer.flush()
 
