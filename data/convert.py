@@ -11,9 +11,10 @@ are written as canonical ``tf.train.Example`` s (``image/encoded``,
 re-encoded. Shards are written in ``--workers`` processes with a progress line.
 
 Restartable: a shard is written under a temporary name and renamed when
-complete, so re-running the same command skips finished shards (their record
-counts are verified) and redoes only the rest; with ``--skip-corrupt`` a
-shard's count cannot be verified, so every shard is rewritten. Before any
+complete, and what it holds (its source range, records written and skipped)
+is recorded in ``DIR/.convert/``, so re-running the same command skips
+finished shards (their record counts are verified against that record, with
+``--skip-corrupt`` too) and redoes only the rest. Before any
 record is written the command refuses an ``--out`` holding the split's shards
 of another shard count (``split-*`` would read both) or a dataset_info.json
 with another class count.
@@ -27,6 +28,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
@@ -48,6 +50,35 @@ _worker: dict[str, Any] = {}
 
 def shard_path(out_dir: str, split: str, shard: int, num_shards: int) -> str:
   return os.path.join(out_dir, f"{split}-{shard:05d}-of-{num_shards:05d}{SUFFIX}")
+
+
+def done_path(shard: str) -> str:
+  """Where a finished shard's record is kept: beside the shards, hidden, so
+  the split's pattern never reads it."""
+  return os.path.join(os.path.dirname(shard), ".convert", os.path.basename(shard) + ".json")
+
+
+def _record_done(shard: str, start: int, stop: int, written: int,
+                 skipped: list[str]) -> None:
+  os.makedirs(os.path.dirname(done_path(shard)), exist_ok=True)
+  with open(done_path(shard), "w", encoding="utf-8") as f:
+    json.dump({"start": start, "stop": stop, "written": written, "skipped": skipped}, f)
+
+
+def finished_shard(shard: str, start: int, stop: int) -> Optional[dict[str, Any]]:
+  """What an earlier run recorded for `shard` if it wrote exactly the records
+  [start, stop) (its record count checked), else None: redo it."""
+  if not os.path.exists(shard):
+    return None
+  try:
+    with open(done_path(shard), encoding="utf-8") as f:
+      done = json.load(f)
+  except (OSError, ValueError):
+    # Shards written before this record existed: whole when every record is.
+    done = {"start": start, "stop": stop, "written": stop - start, "skipped": []}
+  if (done.get("start"), done.get("stop")) != (start, stop):
+    return None
+  return done if _count_records(shard) == done["written"] else None
 
 
 def _count_records(path: str) -> int:
@@ -97,6 +128,7 @@ def _write_shard(job: tuple[str, int, int]) -> tuple[str, int, list[str]]:
   with counter.get_lock():
     counter.value += pending
   os.replace(tmp, path)
+  _record_done(path, start, stop, written, skipped)
   return path, written, skipped
 
 
@@ -117,16 +149,18 @@ def convert(source: sources_lib.Source, out_dir: str, *, split: str = "train",
   # Both refusals come before any record is written, not after hours of it.
   dataset_info.check_no_foreign_shards(out_dir, split, SUFFIX, paths)
   _check_label_space(out_dir, source)
-  jobs, reused = [], 0
+  jobs, reused, skipped = [], 0, []
   for path, (start, stop) in zip(paths, ranges):
-    if os.path.exists(path) and not skip_corrupt and _count_records(path) == stop - start:
-      reused += 1  # finished by an earlier run
+    done = finished_shard(path, start, stop)
+    if done is not None:  # finished by an earlier run
+      reused += 1
+      skipped.extend(done["skipped"])
     else:
       jobs.append((path, start, stop))
   context = multiprocessing.get_context("spawn")
   counter = context.Value("q", 0)
   todo = sum(stop - start for _, start, stop in jobs)
-  written, skipped = 0, []
+  written = 0
   with progress.progress_bar(todo, f"Converting to {out_dir}",
                              show=show_progress) as bar:
     if workers > 1 and len(jobs) > 1:

@@ -178,6 +178,27 @@ def test_convert_skip_corrupt_reports_unparseable_records(tmp_path, capsys):
   assert "Wrote 4 records" in output and f"skipped corrupt record {path} [record 3]" in output
 
 
+def test_convert_skip_corrupt_restarts_where_it_stopped(tmp_path):
+  """A shard that skipped a record holds fewer records than its range: the
+  recorded count, not the range, says it is finished."""
+  path = str(tmp_path / "data.tfrecord")
+  with tfrecord.TFRecordWriter(path) as writer:
+    for i in range(12):
+      writer.write(b"\x0a\x99 not an example" if i == 2 else tf_example.serialize_example(
+          {"image/encoded": _jpeg(i), "image/class/label": [i % 3]}))
+  source = sources.open_source(f"tfrecord:{path}", num_classes=3)
+  out = str(tmp_path / "ar")
+  first = convert.convert(source, out, num_shards=3, skip_corrupt=True, show_progress=False)
+  assert first["written"] == 11 and len(first["skipped"]) == 1
+  os.remove(first["shards"][2])  # interrupted before the last shard
+  again = convert.convert(source, out, num_shards=3, skip_corrupt=True, show_progress=False)
+  assert again["reused_shards"] == 2 and again["written"] == 4
+  assert again["skipped"] == first["skipped"]  # still reported, from the record
+  assert len(sources.open_source(f"arrayrecord:{out}/train-*")) == 11
+  info = json.loads(open(os.path.join(out, "dataset_info.json")).read())
+  assert info["splits"]["train"]["num_examples"] == 11
+
+
 def test_index_command_line_builds_indexes_and_checks_crcs(tmp_path, capsys):
   paths = _write(str(tmp_path), "tfrecord", [3, 4])
   assert index.main([f"tfrecord:{tmp_path}/*.tfrecord", "--workers", "1"]) == 0
