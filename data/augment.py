@@ -58,12 +58,16 @@ class AugmentConfig:
       randaugment_magnitude: the fixed RandAugment magnitude (0..10 scale;
     the paper uses up to 15). Take it from the variant with
     :func:`data.randaugment.randaugment_for_variant`.
+      randaugment_reference_side: the image side at which Translate's and
+    Cutout's pixel amounts are the reference's; other sides scale them
+    (None: absolute pixels, as the reference; see data/randaugment.py).
       label_smoothing: mass moved to the uniform distribution after mixing.
   """
 
   mixup_cutmix: bool = False
   randaugment_layers: int = 0
   randaugment_magnitude: float = 0.0
+  randaugment_reference_side: Optional[int] = None
   label_smoothing: float = 0.0
 
   @property
@@ -135,7 +139,8 @@ class BatchAugment:
       images, targets = images[order], targets[order]
     if self.config.randaugment_layers:
       randaugment = RandAugment(self.config.randaugment_layers,
-                                self.config.randaugment_magnitude)
+                                self.config.randaugment_magnitude,
+                                self.config.randaugment_reference_side)
       images = randaugment(images, rng)
     if self.config.label_smoothing:
       targets = mixing.smooth_labels(targets, self.config.label_smoothing)

@@ -48,6 +48,12 @@ def image_size(data) -> tuple[int, int]:
     raise ImageDecodeError(f"unreadable image header ({type(e).__name__}: {e})") from None
 
 
+def _is_16bit_grey(image: Image.Image) -> bool:
+  # PIL opens 16-bit greyscale PNGs as "I;16" (older versions: "I").
+  return image.mode.startswith("I;16") or (image.mode == "I"
+                                          and image.format == "PNG")
+
+
 def _decode_with_pil(data, min_height: int, min_width: int) -> np.ndarray:
   try:
     with Image.open(io.BytesIO(data)) as image:
@@ -55,6 +61,11 @@ def _decode_with_pil(data, min_height: int, min_width: int) -> np.ndarray:
         # PIL's draft mode is the same libjpeg DCT scaling, for the JPEGs
         # simplejpeg refused (e.g. CMYK).
         image.draft("RGB", (max(min_width, 1), max(min_height, 1)))
+      if _is_16bit_grey(image):
+        # convert("RGB") clips 16-bit values at 255 (a near-white image);
+        # keep the top 8 bits, as TensorFlow's uint16 -> uint8 does.
+        grey = (np.asarray(image, np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
       return np.asarray(image.convert("RGB"))
   except Exception as e:  # PIL raises many types for bad data.
     raise ImageDecodeError(f"undecodable image ({type(e).__name__}: {e})") from None

@@ -23,6 +23,14 @@ AutoContrast, Equalize, Invert
                no argument
 =============  ===============================================================
 
+Translate's and Cutout's amounts are pixels, which the reference sets for
+ImageNet-sized images: at m = 5 a 32 px image is shifted by 50 px, wholly off
+its canvas, and a Cutout square covers most of it. ``reference_side`` (None:
+absolute pixels, the reference's behaviour) names the image side at which the
+amounts above hold; other images scale them by ``min(H, W) / reference_side``.
+The small-image configs set 224, so a 32 px image is shifted by up to 7 px at
+m = 5.
+
 The magnitude depends on the model variant (5 for F0, 10 for F1-F2, 15 for
 F3-F7; the "+" variants share their base variant's). ``data/`` may not import
 ``nfnet/``, so the variant -> (layers, magnitude) table of docs/reference.md
@@ -47,7 +55,7 @@ torchvision do).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -124,8 +132,8 @@ def shear_factor(magnitude: float) -> float:
   return magnitude / MAX_LEVEL * 0.3
 
 
-def translate_pixels(magnitude: float) -> float:
-  return magnitude / MAX_LEVEL * 100.0
+def translate_pixels(magnitude: float, scale: float = 1.0) -> float:
+  return magnitude / MAX_LEVEL * 100.0 * scale
 
 
 def enhance_factor(magnitude: float) -> float:
@@ -144,8 +152,8 @@ def solarize_addition(magnitude: float) -> int:
   return int(magnitude / MAX_LEVEL * 110)
 
 
-def cutout_half_size(magnitude: float) -> int:
-  return int(magnitude / MAX_LEVEL * 40)
+def cutout_half_size(magnitude: float, scale: float = 1.0) -> int:
+  return int(magnitude / MAX_LEVEL * 40 * scale)
 
 
 # --------------------------------------------------------------------------
@@ -297,9 +305,17 @@ def _random_sign(rng: np.random.Generator, value: float) -> float:
   return -value if rng.random() < 0.5 else value
 
 
+def pixel_scale(height: int, width: int,
+                reference_side: Optional[int]) -> float:
+  """What Translate's and Cutout's pixel amounts are multiplied by."""
+  return 1.0 if reference_side is None else min(height, width) / reference_side
+
+
 def op_call(name: str, magnitude: float, rng: np.random.Generator, height: int,
-            width: int) -> OpCall:
-  """Turns an op name and a magnitude into concrete arguments (signs, centre drawn)."""
+            width: int, reference_side: Optional[int] = None) -> OpCall:
+  """Turns an op name and a magnitude into concrete arguments (signs, centre
+  drawn; pixel amounts scaled to the image by ``reference_side``)."""
+  scale = pixel_scale(height, width, reference_side)
   if name in ("AutoContrast", "Equalize", "Invert"):
     return OpCall(name)
   if name == "Rotate":
@@ -307,7 +323,7 @@ def op_call(name: str, magnitude: float, rng: np.random.Generator, height: int,
   if name in ("ShearX", "ShearY"):
     return OpCall(name, (_random_sign(rng, shear_factor(magnitude)),))
   if name in ("TranslateX", "TranslateY"):
-    return OpCall(name, (_random_sign(rng, translate_pixels(magnitude)),))
+    return OpCall(name, (_random_sign(rng, translate_pixels(magnitude, scale)),))
   if name in ("Color", "Contrast", "Brightness", "Sharpness"):
     return OpCall(name, (enhance_factor(magnitude),))
   if name == "Posterize":
@@ -318,19 +334,21 @@ def op_call(name: str, magnitude: float, rng: np.random.Generator, height: int,
     return OpCall(name, (solarize_addition(magnitude),))
   if name == "Cutout":
     center_y, center_x = int(rng.integers(height)), int(rng.integers(width))
-    return OpCall(name, (cutout_half_size(magnitude), center_y, center_x))
+    return OpCall(name, (cutout_half_size(magnitude, scale), center_y, center_x))
   raise DataError(
       f"Unknown RandAugment op {name!r}; expected one of {', '.join(OP_NAMES)}.")
 
 
 def sample_plan(rng: np.random.Generator, num_layers: int, magnitude: float,
-                height: int, width: int) -> list[OpCall]:
+                height: int, width: int,
+                reference_side: Optional[int] = None) -> list[OpCall]:
   """Draws ``num_layers`` ops uniformly (with replacement) and their arguments.
 
   Every drawn op is applied: there is no per-op probability in this recipe.
   """
   choices = rng.integers(len(OP_NAMES), size=num_layers)
-  return [op_call(OP_NAMES[i], magnitude, rng, height, width) for i in choices]
+  return [op_call(OP_NAMES[i], magnitude, rng, height, width, reference_side)
+          for i in choices]
 
 
 def apply_plan(image: Image.Image, plan: Sequence[OpCall]) -> Image.Image:
@@ -340,13 +358,14 @@ def apply_plan(image: Image.Image, plan: Sequence[OpCall]) -> Image.Image:
 
 
 def randaugment(image: np.ndarray, rng: np.random.Generator, num_layers: int,
-                magnitude: float) -> np.ndarray:
+                magnitude: float,
+                reference_side: Optional[int] = None) -> np.ndarray:
   """Applies RandAugment to one uint8 ``[H, W, 3]`` image; returns a new array."""
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
     raise DataError(
         f"RandAugment expects a uint8 [H, W, 3] image, got {image.dtype} {image.shape}.")
   height, width = image.shape[:2]
-  plan = sample_plan(rng, num_layers, magnitude, height, width)
+  plan = sample_plan(rng, num_layers, magnitude, height, width, reference_side)
   return np.asarray(apply_plan(Image.fromarray(image), plan))
 
 
@@ -361,6 +380,7 @@ class RandAugment:
 
   num_layers: int
   magnitude: float
+  reference_side: Optional[int] = None  # None: the reference's absolute pixels
 
   @classmethod
   def for_variant(cls, variant: str) -> "RandAugment":
@@ -369,5 +389,6 @@ class RandAugment:
   def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = np.empty_like(images)
     for i, image_rng in enumerate(rng.spawn(len(images))):
-      out[i] = randaugment(images[i], image_rng, self.num_layers, self.magnitude)
+      out[i] = randaugment(images[i], image_rng, self.num_layers, self.magnitude,
+                           self.reference_side)
     return out

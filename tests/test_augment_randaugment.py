@@ -271,6 +271,42 @@ def test_cutout_is_clipped_at_the_border():
   assert grey[:13, 45:].all()
 
 
+
+def test_pixel_amounts_scale_with_the_image_given_a_reference_side():
+  # The reference's absolute amounts move a 32 px image wholly off its canvas
+  # at m = 5 (50 px); relative to 224 px they are 50 * 32 / 224 px.
+  image = _dot_image(32, 16, 16, background=10)
+  rng = np.random.default_rng(0)
+  absolute = ra.op_call("TranslateX", 5, rng, 32, 32)
+  relative = ra.op_call("TranslateX", 5, np.random.default_rng(0), 32, 32, 224)
+  assert abs(absolute.args[0]) == 50
+  assert abs(relative.args[0]) == pytest.approx(50 * 32 / 224)
+  assert (np.asarray(absolute(Image.fromarray(image))) == FILL).all()
+  shifted = np.asarray(relative(Image.fromarray(image)))
+  assert (shifted == 255).sum() == 9 * 3  # the dot is still in the image
+  cutout = ra.op_call("Cutout", 10, np.random.default_rng(0), 32, 48, 224)
+  assert cutout.args[0] == int(40 * 32 / 224)
+  # At the reference side the amounts are the reference's.
+  assert ra.op_call("Cutout", 10, rng, 224, 224, 224).args[0] == 40
+
+
+@pytest.mark.parametrize("reference_side, wiped_at_least, wiped_at_most",
+                         [(None, 20, 64), (224, 0, 0)])
+def test_batch_augment_passes_the_reference_side(reference_side, wiped_at_least,
+                                                 wiped_at_most):
+  # Four layers at m = 10 on 32 px images: with absolute pixels a Translate
+  # or Cutout (3 of the 16 ops) leaves a flat image in about half of them;
+  # scaled to the image, nothing wipes it.
+  from data import augment
+  config = augment.AugmentConfig(randaugment_layers=4, randaugment_magnitude=10,
+                                 randaugment_reference_side=reference_side)
+  images = np.stack([_dot_image(32, 16, 16, background=10)] * 64)
+  out = augment.BatchAugment(config, num_classes=2)(
+      {"image": images, "label": np.zeros(64, np.int32)},
+      np.random.default_rng(0))["image"]
+  wiped = sum(int(image.std() == 0) for image in out)
+  assert wiped_at_least <= wiped <= wiped_at_most
+
 def test_each_layer_picks_one_of_16_ops_uniformly():
   assert len(ra.OP_NAMES) == 16
   rng = np.random.default_rng(0)

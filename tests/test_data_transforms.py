@@ -256,6 +256,20 @@ def test_grayscale_and_cmyk_jpegs_decode_to_rgb():
   assert decode.decode_rgb(buffer.getvalue()).shape == (40, 50, 3)
 
 
+def test_16bit_grey_png_decodes_like_tensorflow():
+  # PIL's convert("RGB") clips 16-bit values at 255: a grey ramp came back
+  # 98% white. TensorFlow, which the reference decodes with, keeps the top
+  # 8 bits.
+  tf = pytest.importorskip("tensorflow")
+  ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))
+  buffer = io.BytesIO()
+  Image.fromarray(ramp).save(buffer, "PNG")
+  ours = decode.decode_rgb(buffer.getvalue())
+  theirs = tf.io.decode_png(buffer.getvalue(), channels=3, dtype=tf.uint8)
+  np.testing.assert_array_equal(ours, theirs.numpy())
+  assert ours.shape == (48, 64, 3) and ours.mean() == pytest.approx(127.5, abs=1)
+
+
 def test_undecodable_bytes_raise_decode_error():
   truncated = simplejpeg.encode_jpeg(_photo_like(64, 64), quality=90)[:200]
   for data in (b"not an image at all", truncated):

@@ -129,3 +129,15 @@ def test_small_image_configs_chain_on_raw_shards(tmp_path):
   # 32 px of the whole image resized to round(32 / 0.875) = 37.
   assert result["crop_fraction"] == round(32 / 37, 4)
   assert not finetune_small.get_config("mix=0").augment.mixup_cutmix
+
+
+def test_small_image_configs_scale_randaugment_shifts_to_the_image():
+  # Turned on for 32 px photos, RandAugment must not shift them by the
+  # reference's 100 px; the ImageNet configs keep the reference's pixels.
+  from pretrain.configs import imagenet as pretrain_imagenet
+  for config in (pretrain_small.get_config("classes=6"),
+                 finetune_small.get_config("classes=4")):
+    config.augment.randaugment_layers = 2
+    assert from_config.augment_config(config).randaugment_reference_side == 224
+  imagenet = from_config.augment_config(pretrain_imagenet.get_config())
+  assert imagenet.randaugment_layers and imagenet.randaugment_reference_side is None

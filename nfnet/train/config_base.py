@@ -79,6 +79,10 @@ def augment_config() -> ml_collections.ConfigDict:
       "crop_area_min": 0.08,  # Inception crop keeps 8%..100% of the image
       "randaugment_layers": 0,
       "randaugment_magnitude": placeholder(int),  # None: the variant's
+      # Translate's and Cutout's pixel amounts hold at this image side and
+      # scale with the image's (None: absolute, as the reference, which sets
+      # them for ImageNet-sized images).
+      "randaugment_reference_side": placeholder(int),
       "mixup_cutmix": False,
       "label_smoothing": 0.0,
   })
@@ -193,6 +197,9 @@ def small_images(config: ml_collections.ConfigDict, arg) -> None:
     config.model.num_classes = arg.classes
   config.data.num_workers = 0
   config.augment.crop_area_min = arg.crop
+  # If RandAugment is turned on: the reference's 100 px shifts would move a
+  # 32 px image off its canvas, so shift in proportion to the image.
+  config.augment.randaugment_reference_side = 224
   # 0: the default (the paper's S / (S + 32), at least 0.875 of each side).
   config.eval_crop_fraction = arg.eval_crop or None
   config.loss = "softmax"

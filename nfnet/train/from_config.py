@@ -56,6 +56,7 @@ def augment_config(config) -> augment.AugmentConfig:
   return augment.AugmentConfig(
       mixup_cutmix=config.augment.mixup_cutmix, randaugment_layers=layers,
       randaugment_magnitude=float(magnitude or 0),
+      randaugment_reference_side=config.augment.randaugment_reference_side,
       label_smoothing=config.augment.label_smoothing)
 
 
