@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from data import sources
+
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("source", help="arrayrecord:GLOB | tfrecord:GLOB | "
@@ -22,12 +24,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
   """The open_source options set on the command line, for the source's kind."""
-  kind = args.source.partition(":")[0]
-  options = {"num_classes": args.num_classes, "multi_label": args.multi_label}
-  if kind != "folder":
-    options.update(image_key=args.image_key, label_key=args.label_key, id_key=args.id_key)
-  if kind == "tfds":
-    options["data_dir"] = args.data_dir
-  if kind == "tfrecord":
-    options["index_dir"] = args.index_dir
-  return {k: v for k, v in options.items() if v is not None}
+  return sources.options_for(
+      args.source, num_classes=args.num_classes, multi_label=args.multi_label,
+      image_key=args.image_key, label_key=args.label_key, id_key=args.id_key,
+      data_dir=args.data_dir, index_dir=args.index_dir)

@@ -346,6 +346,8 @@ def train_dataset(source: sources_lib.Source, *, host_batch: int, config: transf
                   batch_transform: Optional[BatchTransform] = None, skip_corrupt: bool = False,
                   num_epochs: Optional[int] = None) -> grain.MapDataset:
   """The training pipeline as a grain ``MapDataset`` of batches (before prefetch)."""
+  if not len(source):
+    raise DataError(f"{source!r} holds no records: nothing to train on.")
   reader = _ExampleReader(source, config, _check_label_space(source), skip_corrupt)
   multiplier = int(getattr(batch_transform, "input_multiplier", 1))
   if multiplier < 1:
@@ -354,6 +356,11 @@ def train_dataset(source: sources_lib.Source, *, host_batch: int, config: transf
              .shuffle(seed=derive_seed(seed, _SHUFFLE_STREAM))
              .repeat(num_epochs)
              .random_map(_TrainExample(reader), seed=derive_seed(seed, _EXAMPLE_STREAM)))
+  if num_epochs is not None:
+    # Whole global batches only: the process split below would otherwise
+    # leave an incomplete last batch to some processes and not others.
+    global_inputs = host_batch * multiplier * process_count
+    dataset = dataset[:len(dataset) // global_inputs * global_inputs]
   dataset = dataset[process_index::process_count]
   dataset = dataset.batch(host_batch * multiplier, drop_remainder=True, batch_fn=_stack)
   if batch_transform is not None:

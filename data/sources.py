@@ -38,9 +38,12 @@ Sources hold no open files when pickled; each process opens what it reads.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import errno
 import glob as glob_lib
 import os
+import threading
 from typing import Any, Optional
 
 import numpy as np
@@ -57,6 +60,8 @@ TFDS_IMAGE_KEY = "image"
 TFDS_LABEL_KEY = "label"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SOURCE_KINDS = ("arrayrecord", "tfrecord", "tfds", "folder")
+# TFRecord shards a reading thread keeps open (see TFRecordSource._open_shard).
+OPEN_SHARDS_PER_THREAD = 32
 
 
 class CorruptRecordError(DataError):
@@ -101,7 +106,7 @@ def expand_glob(pattern: str) -> list[str]:
   """Sorted files matching ``pattern``, without index or info files."""
   paths = sorted(
       p for p in glob_lib.glob(os.path.expanduser(pattern))
-      if os.path.isfile(p) and not p.endswith(tfrecord.INDEX_SUFFIX)
+      if os.path.isfile(p) and tfrecord.INDEX_SUFFIX not in os.path.basename(p)
       and os.path.basename(p) != dataset_info.INFO_FILENAME and not p.endswith(".tmp"))
   if not paths:
     raise FileNotFoundError(f"No files match {pattern!r}; check the path and the glob.")
@@ -204,10 +209,17 @@ class ExampleSource(Source):
     try:
       serialized = self.read_serialized(index)
     except (OSError, ValueError, RuntimeError) as e:
-      if isinstance(e, CorruptRecordError):
+      if isinstance(e, CorruptRecordError) or _out_of_descriptors(e):
         raise
       raise CorruptRecordError(self.locate(index), f"unreadable ({e})") from None
     return self.parse(serialized, index)
+
+
+def _out_of_descriptors(error: Exception) -> bool:
+  """The process ran out of file descriptors: the machine's limit, not the
+  record, so never counted (or skipped) as a corrupt record."""
+  return isinstance(error, OSError) and error.errno in (errno.EMFILE,
+                                                        errno.ENFILE)
 
 
 def _array_record_location(ar_source, index: int) -> RecordLocation:
@@ -261,14 +273,16 @@ class TFRecordSource(ExampleSource):
     self.verify_crc = verify_crc
     counts = [len(tfrecord.load_index(p, index_dir, build=build_index)) - 1 for p in self.paths]
     self._ends = np.cumsum(counts)
-    self._offsets: Optional[list] = None  # memory-mapped per process
-    self._fds: dict[int, int] = {}
+    self._local = threading.local()  # each reading thread's open shards
 
   def __getstate__(self):
     state = self.__dict__.copy()
-    state["_offsets"] = None
-    state["_fds"] = {}
+    state["_local"] = None
     return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._local = threading.local()
 
   def __len__(self) -> int:
     return int(self._ends[-1]) if len(self._ends) else 0
@@ -286,21 +300,30 @@ class TFRecordSource(ExampleSource):
 
   def read_serialized(self, index: int) -> bytes:
     file_index, position = self._file_and_position(index)
-    if self._offsets is None:
-      self._offsets = [tfrecord.load_index(p, self.index_dir, build=False) for p in self.paths]
-    fd = self._fds.get(file_index)
-    if fd is None:
-      fd = self._fds[file_index] = os.open(self.paths[file_index], os.O_RDONLY)
-    offsets = self._offsets[file_index]
-    return tfrecord.read_record(fd, int(offsets[position]), int(offsets[position + 1]),
-                                self.verify_crc, self.paths[file_index], position)
+    shard, offsets = self._open_shard(file_index)
+    return tfrecord.read_record(shard.fileno(), int(offsets[position]),
+                                int(offsets[position + 1]), self.verify_crc,
+                                self.paths[file_index], position)
 
-  def __del__(self):
-    for fd in getattr(self, "_fds", {}).values():
-      try:
-        os.close(fd)
-      except OSError:
-        pass
+  def _open_shard(self, file_index: int):
+    """(open file, memory-mapped offsets) of a shard, from this thread's
+    least-recently-used cache: a global shuffle touches every shard, and
+    keeping them all open (two descriptors each, the file and its index's
+    map) ran out of descriptors at about 500 shards under `ulimit -n 1024`.
+    Per thread, so no thread closes a file another is reading; an evicted
+    file closes when dropped."""
+    cache = getattr(self._local, "shards", None)
+    if cache is None:
+      cache = self._local.shards = collections.OrderedDict()
+    shard = cache.pop(file_index, None)
+    if shard is None:
+      if len(cache) >= OPEN_SHARDS_PER_THREAD:
+        cache.popitem(last=False)
+      path = self.paths[file_index]
+      shard = (open(path, "rb", buffering=0),
+               tfrecord.load_index(path, self.index_dir, build=False))
+    cache[file_index] = shard
+    return shard
 
 
 def parse_tfds_spec(rest: str) -> tuple[str, str]:
@@ -470,7 +493,7 @@ def check_source_exists(spec: str, data_dir: Optional[str] = None) -> None:
     if not glob_lib.glob(os.path.expanduser(rest)):
       raise FileNotFoundError(f"no file matches {rest} (from {spec}).")
   elif kind == "folder":
-    if not os.path.isdir(rest):
+    if not os.path.isdir(os.path.expanduser(rest)):
       raise FileNotFoundError(f"{rest} is not a directory (from {spec}).")
   else:  # tfds: NAME[/CONFIG][:VERSION]/SPLIT, prepared under data_dir/NAME.
     name = parse_tfds_spec(rest)[0].split("/")[0].split(":")[0]
@@ -481,6 +504,29 @@ def check_source_exists(spec: str, data_dir: Optional[str] = None) -> None:
       raise FileNotFoundError(
           f"no TFDS dataset '{name}' in {root}. Prepare it once with: tfds build "
           f"{name} --data_dir {root} --file_format=array_record.")
+
+
+# Options only some kinds read; the label space (num_classes, multi_label,
+# label_names) applies to every kind.
+_KIND_OPTIONS = {
+    "image_key": ("arrayrecord", "tfrecord", "tfds"),
+    "label_key": ("arrayrecord", "tfrecord", "tfds"),
+    "id_key": ("arrayrecord", "tfrecord", "tfds"),
+    "index_dir": ("tfrecord",),
+    "verify_crc": ("tfrecord",),
+    "build_index": ("tfrecord",),
+    "data_dir": ("tfds",),
+}
+
+
+def options_for(spec: str, **options) -> dict[str, Any]:
+  """``options`` less the None values and those ``spec``'s kind does not
+  read (a folder's labels are its subfolders, so it has no ``label_key``):
+  one set of options, a run's say, opens its training and eval sources
+  whatever their kinds."""
+  kind = split_spec(spec)[0]
+  return {key: value for key, value in options.items() if value is not None
+          and kind in _KIND_OPTIONS.get(key, (kind,))}
 
 
 def open_source(spec: str, **options) -> Source:

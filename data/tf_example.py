@@ -124,6 +124,8 @@ def _parse_float_list(buf, start: int, end: int) -> np.ndarray:
       pos = _skip_field(buf, pos, wire_type)
     elif wire_type == _WIRE_LEN:
       length, pos = _read_varint(buf, pos)
+      if length % 4 or pos + length > end:
+        raise ExampleParseError("packed float_list has a bad length")
       values.extend(np.frombuffer(bytes(buf[pos:pos + length]), "<f4").tolist())
       pos += length
     elif wire_type == _WIRE_FIXED32:
@@ -221,10 +223,12 @@ def parse_example(serialized, keys: Iterable[str]) -> dict[str, FeatureValue]:
         raise ExampleParseError("features message has a bad length")
     if pos != end:
       raise ExampleParseError("record ends inside a field")
-  except IndexError:
+  except (IndexError, struct.error):
     raise ExampleParseError("record is truncated") from None
-  except struct.error:
-    raise ExampleParseError("record is truncated") from None
+  except ExampleParseError:
+    raise
+  except ValueError as e:  # a backstop: damaged bytes that decode oddly
+    raise ExampleParseError(f"malformed record ({e})") from None
   return out
 
 

@@ -140,7 +140,8 @@ def _is_current(offsets: np.ndarray, path: str) -> bool:
 
 def _save_atomically(index_path: str, offsets: np.ndarray) -> None:
   os.makedirs(os.path.dirname(index_path) or ".", exist_ok=True)
-  tmp = f"{index_path}.tmp{os.getpid()}"
+  # Ends in .tmp, which source globs skip: another host may be writing it.
+  tmp = f"{index_path}.{os.getpid()}.tmp"
   with open(tmp, "wb") as f:
     np.save(f, offsets)
   os.replace(tmp, index_path)

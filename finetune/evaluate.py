@@ -86,7 +86,7 @@ def open_eval_source(data: str, model, info: dict[str, Any],
   the run's `data.multi_label` (as a training run reads them)."""
   run_data = (info.get("config") or {}).get("data") or {}
   label_key = label_key or run_data.get("label_key")
-  options = {"label_key": label_key} if label_key else {}
+  options = sources.options_for(data, label_key=label_key)
   source = sources.open_source(data, **options)
   if source.num_classes is None:
     source = sources.open_source(

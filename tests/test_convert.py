@@ -643,6 +643,19 @@ def test_architecture_check_takes_variant_names_in_any_case():
                                         NFNet(variant="f1", **tiny))
 
 
+def test_architecture_check_compares_resolved_widths_and_depths():
+  """The variant's own depths spelled out, or a width multiplier that gives
+  the same channels, describe the same model."""
+  checkpoints.check_same_architecture(NFNet(variant="F0"),
+                                      NFNet(variant="F0", depths=(1, 2, 6, 3)))
+  checkpoints.check_same_architecture(NFNet(variant="F0", width=0.25),
+                                      NFNet(variant="F0", width=0.2502))
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r"stage_depths: weights \[1, 2, 6, 3\], config \[1, 2, 6, 2\]"):
+    checkpoints.check_same_architecture(NFNet(variant="F0"),
+                                        NFNet(variant="F0", depths=(1, 2, 6, 2)))
+
+
 def test_model_description_round_trips_through_json():
   model = NFNet(**TINY, dtype=jnp.bfloat16, drop_rate=0.3,
                 ws_eps_mode="add", ws_eps=1e-5)

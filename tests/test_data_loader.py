@@ -142,6 +142,30 @@ def test_process_shards_partition_every_epoch_exactly_once(indexed_source, proce
     assert sorted(together) == sorted(single[step]["label"])
 
 
+@pytest.mark.parametrize("num_records, global_batch, process_count",
+                         [(7, 4, 2), (22, 6, 3)])
+def test_a_finite_run_gives_every_process_the_same_batches(
+    tmp_path, num_records, global_batch, process_count):
+  # Split by process before batching, the incomplete last global batch made a
+  # whole host batch on some processes only (7 records, batch 4, 2 processes:
+  # 2 batches on one, 1 on the other).
+  _write(str(tmp_path), num_records)
+  source = sources.open_source(f"arrayrecord:{tmp_path}/*.array_record",
+                               num_classes=num_records)
+  per_process = [list(_train(source, global_batch_size=global_batch,
+                             num_epochs=1, process_index=p,
+                             process_count=process_count))
+                 for p in range(process_count)]
+  whole_batches = num_records // global_batch
+  assert [len(b) for b in per_process] == [whole_batches] * process_count
+  single = list(_train(source, global_batch_size=global_batch, num_epochs=1))
+  assert len(single) == whole_batches
+  for step in range(whole_batches):
+    together = np.concatenate([per_process[p][step]["label"]
+                               for p in range(process_count)])
+    assert sorted(together) == sorted(single[step]["label"])
+
+
 def test_example_augmentation_does_not_depend_on_process_count(indexed_source):
   single = next(_train(indexed_source))
   by_label = {int(l): img for l, img in zip(single["label"], single["image"])}
@@ -278,6 +302,10 @@ def test_configuration_errors_are_clear(indexed_source, tmp_path):
   unknown = sources.open_source(f"arrayrecord:{tmp_path}/*")
   with pytest.raises(ValueError, match="number of classes .* unknown.*--write-info"):
     _train(unknown)
+  os.makedirs(tmp_path / "empty")
+  (tmp_path / "empty" / "train-0.tfrecord").write_bytes(b"")
+  with pytest.raises(ValueError, match="holds no records"):
+    _train(sources.open_source(f"tfrecord:{tmp_path}/empty/*", num_classes=2))
   multi = sources.open_source(f"arrayrecord:{tmp_path}/*", num_classes=2)
   with pytest.raises(sources.CorruptRecordError, match=r"label\(s\) \[2\] outside \[0, 2\)"):
     list(loader.make_eval_loader(multi, global_batch_size=3, resolution=RES))

@@ -79,6 +79,18 @@ def test_example_parser_rejects_malformed_bytes(bad):
     tf_example.parse_example(bad, ["image/encoded"])
 
 
+def test_a_flipped_bit_that_turns_a_label_list_into_floats_is_malformed():
+  # 0x1a -> 0x12 makes Feature{int64_list{3, 7}} read as a packed float_list
+  # of 2 bytes, which used to escape as a bare ValueError (no file or record
+  # index; skip_corrupt did not skip it).
+  record = bytearray(tf_example.serialize_example(
+      {"image/encoded": b"x", "image/class/label": np.asarray([3, 7], np.int64)}))
+  where = record.index(bytes([0x1a, 0x04, 0x0a, 0x02, 0x03, 0x07]))
+  record[where] ^= 0x08
+  with pytest.raises(tf_example.ExampleParseError):
+    tf_example.parse_example(bytes(record), ["image/class/label"])
+
+
 # ----------------------------------------------------------------------- TFRecord
 
 
@@ -126,6 +138,43 @@ def test_tfrecord_source_random_access_and_locations(tmp_path):
   assert str(source.locate(11)) == f"{paths[2]} [record 3]"
 
 
+
+def _open_descriptors() -> int:
+  return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_tfrecord_source_keeps_few_shards_open(tmp_path, monkeypatch):
+  # Holding every shard (and its index's map) open ran out of descriptors at
+  # about 500 shards under `ulimit -n 1024`, which read as corrupt records.
+  import concurrent.futures
+  monkeypatch.setattr(sources, "OPEN_SHARDS_PER_THREAD", 3)
+  _write_shards(str(tmp_path), "tfrecord", [1] * 20)
+  source = sources.open_source(f"tfrecord:{tmp_path}/train-*", num_classes=7)
+  before = _open_descriptors()
+  order = np.random.default_rng(0).permutation(np.tile(np.arange(20), 3))
+  for i in order:
+    assert source[int(i)].id == f"img-{i}"
+  assert _open_descriptors() - before <= 2 * 3
+  # Two reading threads each keep their own few, and read the right records.
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    ids = list(pool.map(lambda i: source[int(i)].id, order))
+  assert ids == [f"img-{i}" for i in order]
+  del source
+
+
+def test_running_out_of_descriptors_is_not_a_corrupt_record(tmp_path,
+                                                            monkeypatch):
+  import errno
+  _write_shards(str(tmp_path), "tfrecord", [2])
+  source = sources.open_source(f"tfrecord:{tmp_path}/train-*", num_classes=7)
+  def out_of_descriptors(*args, **kwargs):
+    raise OSError(errno.EMFILE, "Too many open files")
+  monkeypatch.setattr(sources.tfrecord, "read_record", out_of_descriptors)
+  with pytest.raises(OSError) as raised:
+    source[1]
+  assert not isinstance(raised.value, sources.CorruptRecordError)
+
 def test_tfrecord_index_in_cache_dir_and_stale_index_rebuilt(tmp_path):
   shard_dir, cache = tmp_path / "shards", tmp_path / "cache"
   (path,) = _write_shards(str(shard_dir), "tfrecord", [3])
@@ -136,6 +185,27 @@ def test_tfrecord_index_in_cache_dir_and_stale_index_rebuilt(tmp_path):
   with open(path, "ab") as f:
     f.write(tfrecord.frame(_example(3, [1])))
   assert len(sources.open_source(f"tfrecord:{path}", num_classes=7, index_dir=str(cache))) == 4
+
+
+def test_an_index_being_written_is_not_read_as_a_shard(tmp_path, monkeypatch):
+  # Another host building the same index (or one killed while writing it)
+  # leaves a temporary file beside the shards; the glob must skip it.
+  paths = _write_shards(str(tmp_path), "tfrecord", [2, 2])
+  written = []
+  real_replace = os.replace
+  def record_and_replace(src, dst):
+    written.append(src)
+    real_replace(src, dst)
+  monkeypatch.setattr(tfrecord.os, "replace", record_and_replace)
+  tfrecord.write_index(paths[0])
+  [temporary] = written
+  with open(temporary, "wb") as f:  # as if still being written
+    f.write(b"\x93NUMPY partial")
+  with open(paths[1] + tfrecord.INDEX_SUFFIX + ".tmp4242", "wb") as f:
+    f.write(b"left by an older version")
+  assert sources.expand_glob(f"{tmp_path}/train-*") == paths
+  assert len(sources.open_source(f"tfrecord:{tmp_path}/train-*",
+                                 num_classes=7)) == 4
 
 
 def test_tfrecord_crc_check_names_the_damaged_record(tmp_path):
@@ -203,6 +273,16 @@ def test_unparseable_record_names_file_and_index(tmp_path):
 # ------------------------------------------------------------------------ folders
 
 
+def test_options_for_keeps_what_each_kind_reads():
+  options = dict(label_key="my/label", index_dir="/idx", data_dir=None,
+                 num_classes=5)
+  assert sources.options_for("folder:/x", **options) == {"num_classes": 5}
+  assert sources.options_for("tfrecord:/x/*", **options) == {
+      "label_key": "my/label", "index_dir": "/idx", "num_classes": 5}
+  assert sources.options_for("arrayrecord:/x/*", **options) == {
+      "label_key": "my/label", "num_classes": 5}
+
+
 def test_folder_source_sorted_classes(tmp_path):
   for name, count in (("zebra", 2), ("ant", 3), ("mole", 1)):
     (tmp_path / name).mkdir()
@@ -237,6 +317,9 @@ def test_source_existence_is_checked_locally_and_left_to_the_loader_remotely(
   (tmp_path / "train-0.tfrecord").write_bytes(b"")
   sources.check_source_exists(f"tfrecord:{tmp_path}/train-*")
   sources.check_source_exists(f"folder:{tmp_path}")
+  monkeypatch.setenv("HOME", str(tmp_path))  # the shell leaves folder:~ as is
+  sources.check_source_exists("folder:~")
+  sources.check_source_exists("tfrecord:~/train-*")
   with pytest.raises(FileNotFoundError, match="no file matches"):
     sources.check_source_exists(f"arrayrecord:{tmp_path}/none-*")
   with pytest.raises(FileNotFoundError, match="is not a directory"):

@@ -141,8 +141,8 @@ def test_init_from_another_architecture_lists_every_difference(pretrained, corpu
   model = setup.build_model(config, num_classes=16)
   with pytest.raises(checkpoints.CheckpointMismatchError) as error:
     state_lib.initial_params(model, config)
-  assert "width: weights 0.125, config 0.25" in str(error.value)
-  assert "depths: weights [1, 1, 1, 1], config [1, 1, 2, 1]" in str(error.value)
+  assert "stage_widths: weights [32, 64, 192, 192], config [64, 128, 384, 384]" in str(error.value)
+  assert "stage_depths: weights [1, 1, 1, 1], config [1, 1, 2, 1]" in str(error.value)
 
 
 def test_workdir_of_another_model_is_refused_before_restoring(pretrained, corpus):
@@ -214,6 +214,19 @@ def test_an_eval_folder_missing_a_class_is_refused(tmp_path):
     from_config.make_eval_data(config, 0, 1, train_names)
   os.makedirs(tmp_path / "val" / "bird")  # an empty folder keeps the numbering
   assert from_config.make_eval_data(config, 0, 1, train_names).num_steps == 1
+
+
+def test_a_label_key_for_the_shards_does_not_stop_a_folder_eval(tmp_path):
+  # data.label_key names the training shards' labels; an eval folder's
+  # labels are its subfolders, and it used to refuse the option (TypeError).
+  jpeg = simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorspace="RGB")
+  for name in ("ant", "bird"):
+    os.makedirs(tmp_path / "val" / name)
+    (tmp_path / "val" / name / "0.jpg").write_bytes(jpeg)
+  config = pretrain_synthetic.get_config("res=32")
+  config.data.label_key = "my/label"
+  config.data.eval = f"folder:{tmp_path / 'val'}"
+  assert from_config.make_eval_data(config, 0, 1, ["ant", "bird"]).num_steps == 1
 
 
 def test_sigterm_saves_the_step_and_stops_and_a_rerun_finishes(corpus, tmp_path):

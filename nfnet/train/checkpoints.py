@@ -135,10 +135,13 @@ def model_description(model) -> dict:
 # Fields that change what the weights compute; the run's model must agree on
 # them with the weights it starts from. (num_classes is handled by head
 # surgery; dropout, stochastic depth, dtype, remat, conv_impl are free.)
-ARCHITECTURE_FIELDS = ("variant", "width", "depths", "group_size", "activation",
-                       "alpha", "se_ratio", "use_two_convs", "final_conv_mult",
-                       "ws_eps", "ws_eps_mode", "stem_stride",
-                       "stem_width")
+# Widths and depths are compared as resolved per stage, so `depths=None` and
+# the variant's own depths, or width multipliers that round to the same
+# channels, are the same model.
+ARCHITECTURE_FIELDS = ("variant", "stage_widths", "stage_depths", "group_size",
+                       "activation", "alpha", "se_ratio", "use_two_convs",
+                       "final_conv_mult", "ws_eps", "ws_eps_mode",
+                       "stem_stride", "stem_width")
 
 
 def _architecture(model) -> dict:
@@ -146,6 +149,8 @@ def _architecture(model) -> dict:
   # Variant names are case-insensitive ('f0' is F0): compare the table's name.
   description["variant"] = model.spec.name
   description["activation"] = model.activation or model.spec.activation
+  description["stage_widths"] = list(model.stage_widths())
+  description["stage_depths"] = list(model.stage_depths())
   return {k: description[k] for k in ARCHITECTURE_FIELDS}
 
 

@@ -27,17 +27,17 @@ class TrainData:
   label_names: Optional[list] = None
 
 
-def _source_options(config) -> dict[str, Any]:
-  """What the config says about the sources' records and label space.
+def _source_options(config, spec: str) -> dict[str, Any]:
+  """What the config says about the records and label space of `spec`.
 
   `model.num_classes` and `data.multi_label` override (or stand in for) the
   source's own metadata, so raw shards from any writer train without a
-  dataset_info.json.
+  dataset_info.json. `data.label_key` names the shards' labels; a folder's
+  are its subfolders.
   """
-  options = {"label_key": config.data.label_key,
-             "num_classes": config.model.num_classes,
-             "multi_label": config.data.multi_label}
-  return {key: value for key, value in options.items() if value is not None}
+  return sources.options_for(spec, label_key=config.data.label_key,
+                             num_classes=config.model.num_classes,
+                             multi_label=config.data.multi_label)
 
 
 def transform_config(config) -> transforms.TransformConfig:
@@ -64,7 +64,8 @@ def open_train_source(config) -> sources.Source:
   if not config.data.train:
     raise UserError("config.data.train is empty: point it at a source, e.g. "
                      "--config.data.train=arrayrecord:/data/train-*.array_record")
-  source = sources.open_source(config.data.train, **_source_options(config))
+  source = sources.open_source(config.data.train,
+                               **_source_options(config, config.data.train))
   if not source.num_classes:
     raise UserError(
         f"{config.data.train}: the number of classes is unknown (no dataset_info.json "
@@ -114,7 +115,8 @@ def make_eval_data(config, process_index: int, process_count: int,
   `train_label_names`: the training source's class names, to check against."""
   if not config.data.eval:
     return None
-  source = sources.open_source(config.data.eval, **_source_options(config))
+  source = sources.open_source(config.data.eval,
+                               **_source_options(config, config.data.eval))
   check_eval_classes(config, source, train_label_names)
   resolution = config.eval_resolution or config.resolution
   return loader.make_eval_loader(
