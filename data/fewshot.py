@@ -111,6 +111,9 @@ def make_fewshot_sets(config, process_index: int, process_count: int) -> list[Fe
   batch_size = fewshot.batch_size or config.batch_size
   resolution = fewshot.resolution or config.eval_resolution or config.resolution
   per_class = max(fewshot.shots) + fewshot.heldout_per_class
+  if fewshot.datasets and fewshot.heldout_per_class < 1:
+    raise DataError("config.fewshot.heldout_per_class must be at least 1: the "
+                    "held-out images choose the probes' regularisation.")
   sets = []
   for name, entry in sorted(fewshot.datasets.items()):
     if not entry.get("train") or not entry.get("test"):

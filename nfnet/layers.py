@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from nfnet.errors import UserError
 
 Dtype = Any
 
@@ -57,7 +58,7 @@ _ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
 def gamma_activation(name: str) -> Callable[[jax.Array], jax.Array]:
   """Returns `x -> act(x) * gamma` for a named nonlinearity."""
   if name not in _ACTIVATION_FNS:
-    raise ValueError(f"Unknown activation {name!r}; choose one of "
+    raise UserError(f"Unknown activation {name!r}; choose one of "
                      f"{sorted(_ACTIVATION_FNS)}.")
   fn, gamma = _ACTIVATION_FNS[name], ACTIVATION_GAMMAS[name]
 
@@ -79,7 +80,7 @@ def standardize_weight(kernel: jax.Array, gain: jax.Array, *, eps: float = 1e-4,
   formula autodiff differentiates, which the tests compare against.
   """
   if eps_mode not in ("floor", "add"):
-    raise ValueError(f"eps_mode must be 'floor' or 'add', got {eps_mode!r}.")
+    raise UserError(f"eps_mode must be 'floor' or 'add', got {eps_mode!r}.")
   fan_in = int(np.prod(kernel.shape[:-1]))
   out = _standardize_2d(kernel.reshape(fan_in, kernel.shape[-1]), gain,
                         float(eps), eps_mode)
@@ -98,7 +99,7 @@ def standardize_weight_reference(kernel: jax.Array, gain: jax.Array, *,
   elif eps_mode == "add":
     scale = jax.lax.rsqrt(var + eps) * gain / np.sqrt(fan_in)
   else:
-    raise ValueError(f"eps_mode must be 'floor' or 'add', got {eps_mode!r}.")
+    raise UserError(f"eps_mode must be 'floor' or 'add', got {eps_mode!r}.")
   return kernel * scale - mean * scale
 
 
@@ -165,7 +166,7 @@ def resolve_conv_impl(conv_impl: str) -> str:
   if conv_impl == "auto":
     return "matmul" if jax.default_backend() == "cpu" else "native"
   if conv_impl not in CONV_IMPLS:
-    raise ValueError(f"conv_impl must be 'auto' or one of {CONV_IMPLS}, got "
+    raise UserError(f"conv_impl must be 'auto' or one of {CONV_IMPLS}, got "
                      f"{conv_impl!r}.")
   return conv_impl
 
@@ -250,7 +251,7 @@ def conv2d_same(x: jax.Array, kernel: jax.Array, *, stride: int = 1,
                -- the fast path on XLA:CPU.
   """
   if conv_impl not in CONV_IMPLS:
-    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}.")
+    raise UserError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}.")
   if conv_impl == "native":
     return _xla_conv(x, kernel, stride, groups)
   k = kernel.shape[0]
@@ -288,7 +289,7 @@ class WSConv2D(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     in_ch = x.shape[-1]
     if in_ch % self.groups:
-      raise ValueError(f"{self.name}: {in_ch} input channels do not split into "
+      raise UserError(f"{self.name}: {in_ch} input channels do not split into "
                        f"{self.groups} groups.")
     k = self.kernel_size
     kernel = self.param(

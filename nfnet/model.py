@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nfnet import variants as variants_lib
+from nfnet.errors import UserError
 from nfnet.layers import (SqueezeExcite, StochasticDepth, WSConv2D,
                           avg_pool_same, gamma_activation, resolve_conv_impl)
 
@@ -86,6 +87,17 @@ def block_specs(stem_ch: int, widths: Sequence[int], depths: Sequence[int],
   return specs
 
 
+def bottleneck_groups(spec: BlockSpec, expansion: float, group_size: int) -> int:
+  """The groups of an NFNet block's 3x3 convs (at least one)."""
+  groups = int(spec.out_ch * expansion) // group_size
+  if groups < 1:
+    raise UserError(
+        f"Block {spec.index}: bottleneck width {int(spec.out_ch * expansion)}"
+        f" is below group_size={group_size}; lower group_size for narrow "
+        "models.")
+  return groups
+
+
 class NFBlock(nn.Module):
   """NFNet bottleneck: 1x1 -> 3x3 grouped -> 3x3 grouped -> 1x1, SE, SkipInit."""
 
@@ -104,12 +116,7 @@ class NFBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:
     spec, act = self.spec, gamma_activation(self.activation)
-    groups = int(spec.out_ch * self.expansion) // self.group_size
-    if groups < 1:
-      raise ValueError(
-          f"Block {spec.index}: bottleneck width {int(spec.out_ch * self.expansion)}"
-          f" is below group_size={self.group_size}; lower group_size for narrow "
-          "models.")
+    groups = bottleneck_groups(spec, self.expansion, self.group_size)
     width = groups * self.group_size
     conv = lambda features, k, name, stride=1, g=1: WSConv2D(
         features, k, stride, g, dtype=self.dtype, conv_impl=self.conv_impl,
@@ -218,9 +225,22 @@ class NFNet(nn.Module):
   def stage_depths(self) -> tuple[int, ...]:
     depths = tuple(self.depths) if self.depths is not None else self.spec.depths
     if len(depths) != len(self.spec.widths) or min(depths) < 1:
-      raise ValueError(f"depths must be {len(self.spec.widths)} positive ints, "
+      raise UserError(f"depths must be {len(self.spec.widths)} positive ints, "
                        f"got {depths}.")
     return depths
+
+  def check_fields(self) -> None:
+    """Raises the UserError building the model would, without building it
+    (a plan checks a later stage's model before an earlier stage runs)."""
+    gamma_activation(self.activation or self.spec.activation)
+    if self.conv_impl != "auto":  # resolving 'auto' would start a backend
+      resolve_conv_impl(self.conv_impl)
+    _stem_strides(self.stem_stride)
+    if self.spec.family == "nfnet":
+      for spec in self.blocks():
+        bottleneck_groups(spec, variants_lib.NFNET_EXPANSION, self.group_size)
+    elif self.stem_width != 1.0:
+      raise UserError(NF_RESNET_STEM_WIDTH_ERROR)
 
   def _stem_channels(self) -> int:
     if self.spec.family == "nf_resnet":
@@ -259,8 +279,7 @@ class NFNet(nn.Module):
                           expansion=variants_lib.NFNET_EXPANSION)
     else:
       if self.stem_width != 1.0:
-        raise ValueError("stem_width applies to NFNet stems; NF-ResNets' "
-                         "one-conv stem is set by `width`.")
+        raise UserError(NF_RESNET_STEM_WIDTH_ERROR)
       x = WSConv2D(self._stem_channels(), 7, second_stride, name="stem_conv",
                    **ws)(x)
       if first_stride > 1:
@@ -289,11 +308,15 @@ class NFNet(nn.Module):
     return (logits, features) if return_features else logits
 
 
+NF_RESNET_STEM_WIDTH_ERROR = ("stem_width applies to NFNet stems; NF-ResNets' "
+                              "one-conv stem is set by `width`.")
+
+
 def _stem_strides(stem_stride: int) -> tuple[int, int]:
   """The stem's two strided steps for a total stride of 4, 2 or 1."""
   strides = {4: (2, 2), 2: (2, 1), 1: (1, 1)}
   if stem_stride not in strides:
-    raise ValueError(f"stem_stride must be 4, 2 or 1, got {stem_stride}.")
+    raise UserError(f"stem_stride must be 4, 2 or 1, got {stem_stride}.")
   return strides[stem_stride]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from absl import logging
 
 from data import fewshot as data_fewshot
+from nfnet.errors import UserError
 from nfnet.train import cli, trainer
 from pretrain import fewshot
 
@@ -24,6 +25,13 @@ def fewshot_probes(run: trainer.RunContext) -> list[trainer.PeriodicEval]:
   """Linear probes of the pre-logit features on the config's downstream sets
   (raw weights), every `fewshot_every_steps` (default: with the evals)."""
   config = run.config
+  batch_size, devices = (config.fewshot.batch_size or config.batch_size,
+                         run.mesh.devices.size)
+  if config.fewshot.datasets and batch_size % devices:
+    raise UserError(
+        f"the few-shot batch of {batch_size} (fewshot.batch_size, else "
+        f"batch_size) does not split over the {devices} devices; set "
+        "config.fewshot.batch_size to a multiple.")
   sets = data_fewshot.make_fewshot_sets(config, run.process_index,
                                         run.process_count)
   if not sets:

@@ -14,18 +14,20 @@
 #    open TensorBoard.
 # Re-running resumes or skips finished stages. About 6 minutes on 2 cores.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # REPO_ROOT, PYTHONPATH
 
 OUT=./demo_out
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --out) OUT="$2"; shift 2 ;;
+    --out) [[ $# -ge 2 ]] || { echo "--out needs a directory" >&2; exit 2; }
+           OUT="$2"; shift 2 ;;
     -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-PY=${PYTHON:-python3}
+PY=$PYTHON
 export TF_CPP_MIN_LOG_LEVEL=2  # TensorFlow (used by clu's writer) is chatty
 # The fine-tune and its from-scratch control compile the same programs: JAX's
 # persistent cache lets the second stage skip the compile (about 25 s each).
@@ -41,15 +43,15 @@ else
 fi
 
 stage "2/4 pre-training on 1000 multi-label classes -> $OUT/pretrain"
-$PY -m pretrain.main --config "pretrain/configs/synthetic.py:data_dir=$OUT/data" \
+$PY -m pretrain.main --config "$REPO_ROOT/pretrain/configs/synthetic.py:data_dir=$OUT/data" \
   --workdir "$OUT/pretrain"
 
 stage "3/4 fine-tuning the pre-trained model on 16 classes -> $OUT/finetune"
-$PY -m finetune.main --config "finetune/configs/synthetic.py:data_dir=$OUT/data" \
+$PY -m finetune.main --config "$REPO_ROOT/finetune/configs/synthetic.py:data_dir=$OUT/data" \
   --workdir "$OUT/finetune" --config.init_from="$OUT/pretrain"
 
 stage "4/4 the same fine-tune from scratch (control) -> $OUT/scratch"
-$PY -m finetune.main --config "finetune/configs/synthetic.py:data_dir=$OUT/data" \
+$PY -m finetune.main --config "$REPO_ROOT/finetune/configs/synthetic.py:data_dir=$OUT/data" \
   --workdir "$OUT/scratch"
 
 stage "results (downstream eval split)"
@@ -58,5 +60,5 @@ $PY -m nfnet.train.results plot --out "$OUT/curves.png" \
   "pre-trained=$OUT/finetune" "from scratch=$OUT/scratch"
 echo
 echo "Pre-training itself: $($PY -m nfnet.train.results table "pre-training=$OUT/pretrain" | tail -1)"
-echo "TensorBoard:  tensorboard --logdir $OUT"
+echo "TensorBoard:  tensorboard --logdir '$OUT'"
 echo "Done in $((SECONDS - start))s."

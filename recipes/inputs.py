@@ -81,7 +81,8 @@ def imagenet_inputs(options, inputs: Inputs) -> None:
     inputs.checks[registry.IMAGENET] = [("--imagenet-train", train),
                                         ("--imagenet-eval", eval_source)]
   elif options.imagenet:
-    os.environ["TFDS_DATA_DIR"] = os.path.abspath(options.imagenet)
+    os.environ["TFDS_DATA_DIR"] = os.path.abspath(
+        os.path.expanduser(options.imagenet))
     inputs.checks[registry.IMAGENET] = [("--imagenet", IMAGENET_TFDS)]
   else:
     inputs.missing[registry.IMAGENET] = MISSING_IMAGENET
@@ -91,7 +92,7 @@ def dataset_inputs(options, inputs: Inputs, dry_run: bool) -> None:
   """--weights, --train, --eval -> the fine-tune's init_from and sources."""
   if options.weights:
     inputs.dataset.append(
-        f"--config.init_from={os.path.abspath(options.weights)}")
+        f"--config.init_from={os.path.abspath(os.path.expanduser(options.weights))}")
   checks = []
   if options.train:
     train = sources.as_spec(options.train)

@@ -26,7 +26,7 @@ from ml_collections import config_flags
 
 from nfnet import variants
 from nfnet.errors import UserError
-from nfnet.train import results, setup
+from nfnet.train import cli, results, setup
 from nfnet.weights import run_checkpoint
 
 PROGRAMS = ("pretrain", "finetune")
@@ -59,12 +59,6 @@ class Stage:
                        *self.program_argv))
 
 
-def _last_line(error: BaseException) -> str:
-  """ml_collections wraps a config's own error in a traceback: keep its end."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return lines[-1] if lines else type(error).__name__
-
-
 def parse_stage(name: str, program: str, program_argv: Sequence[str], *,
                 paper: str = "", needs: str = "") -> Stage:
   """Parses one stage's program arguments with the programs' own flag
@@ -84,7 +78,7 @@ def parse_stage(name: str, program: str, program_argv: Sequence[str], *,
   try:
     leftover = values(argv)
   except (flags.Error, AttributeError, ValueError) as e:
-    raise PlanError(f"{where}: {_last_line(e)}") from None
+    raise PlanError(f"{where}: {cli.flag_error_text(e)}") from None
   if len(leftover) > 1:
     raise PlanError(f"{where}: unexpected arguments {leftover[1:]}.")
   for flag in ("workdir", "config"):
@@ -99,8 +93,10 @@ def parse_stage(name: str, program: str, program_argv: Sequence[str], *,
     try:  # An unloadable config holds its error until it is used.
       config.to_dict()
     except Exception as e:  # pylint: disable=broad-except
-      raise PlanError(f"{where}: {_last_line(e)}") from None
+      raise PlanError(f"{where}: {cli.flag_error_text(e)}") from None
     raise PlanError(f"{where}: {config_file} did not give a config.")
+  # As the program will: a duration on the command line replaces the file's.
+  cli.prefer_durations(config, config_flags.get_override_values(values["config"]))
   return Stage(name=name, program=program, paper=paper,
                workdir=values.workdir, config=config,
                program_argv=tuple(program_argv), needs=needs)
@@ -128,10 +124,17 @@ def resolve(stage: Stage) -> dict[str, Any]:
   config = stage.config
   train_examples = config.data.train_examples
   try:
+    # Every value the program would refuse, refused now: a later stage's
+    # typo must not wait for an earlier stage to finish.
+    setup.check_run_config(config)
+  except UserError as e:
+    raise PlanError(f"stage {stage.name}: {e}") from None
+  try:
     durations = setup.resolve_durations(config, train_examples or 0)
   except UserError as e:
     hint = ""
-    if not train_examples:
+    if not train_examples and (config.total_epochs is not None
+                               or config.warmup_epochs is not None):
       hint = (" The plan needs the training set's nominal size to turn epochs "
               "into steps: set --config.data.train_examples=N.")
     raise PlanError(f"stage {stage.name}: {e}{hint}") from None

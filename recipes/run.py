@@ -77,7 +77,8 @@ def stage_argv(stage: registry.Stage, workdir: str, values: dict[str, str],
 
 def resolve_stages(recipe: registry.Recipe, options, extra: list[str],
                    inputs: inputs_lib.Inputs, values: dict[str, str]) -> list[plan.Stage]:
-  workdir = os.path.abspath(options.workdir or recipe.workdir.format(**values))
+  workdir = os.path.abspath(os.path.expanduser(
+      options.workdir or recipe.workdir.format(**values)))
   resolved = []
   for stage in select_stages(recipe, options.stages):
     resolved.append(plan.parse_stage(
@@ -163,7 +164,8 @@ def run_recipe(name: str, argv: Sequence[str]) -> int:
   inputs_lib.check_inputs(inputs, {by_name[s.name].data for s in stages})
   for stage in stages:
     plan.resolve(stage)  # A stage that cannot be planned fails before any runs.
-  python = os.environ.get("PYTHON", "python3")
+  # The interpreter running the recipe (a venv's, say), unless PYTHON says.
+  python = os.environ.get("PYTHON") or sys.executable
   for stage in stages:
     run_stage(stage, options, python)
   if is_first_host(options):

@@ -513,6 +513,16 @@ def test_deepmind_pickle_with_code_is_refused_unrun(tmp_path):
   assert not marker.exists()
 
 
+@pytest.mark.parametrize("content", [b"<html>404 Not Found</html>",
+                                     b"\x89PNG\r\n\x1a\n" + bytes(40)])
+def test_a_file_that_is_not_a_pickle_says_so(tmp_path, content):
+  path = tmp_path / "F0_haiku.npz"
+  path.write_bytes(content)
+  with pytest.raises(convert.WeightImportError,
+                     match="is not a readable Haiku parameter pickle"):
+    convert.load_deepmind(path)
+
+
 def test_deepmind_mismatches_are_listed_together(tmp_path):
   haiku = to_haiku_layout(random_params(NFNet(**TINY)))
   del haiku["NFNet/~/nf_block_1/~/conv1b"]["w"]

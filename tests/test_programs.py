@@ -153,6 +153,38 @@ def test_workdir_of_another_model_is_refused_before_restoring(pretrained, corpus
     pretrain_main.train(config, workdir)
 
 
+def test_resuming_needs_the_same_head_train_state_and_a_long_enough_run(
+    pretrained, corpus, tmp_path):
+  """Each used to end in an orbax traceback, or (a shorter run) to return
+  without results on every re-run."""
+  unbroken, _ = pretrained
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(_step_dir(unbroken, 3), _step_dir(workdir, 3))
+  other_head = _pretrain_config(corpus)
+  other_head.model.num_classes = 16
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match="1000-class model; this run has 16 classes"):
+    pretrain_main.train(other_head, workdir)
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r"(?s)another train state.*ema_decay: 0\.0 -> 0\.9"):
+    pretrain_main.train(_pretrain_config(corpus, ema_decay=0.9), workdir)
+  with pytest.raises(UserError, match="step 3, past this config's 2 steps"):
+    pretrain_main.train(_pretrain_config(corpus, steps=2), workdir)
+
+
+def test_a_failing_evaluation_loses_no_training(corpus, tmp_path):
+  """The checkpoint of a step is saved before that step's evaluations."""
+  def failing_probe(state):
+    raise RuntimeError("the probe broke")
+  program = trainer.Program(
+      name="pre-training", periodic_evals=lambda run: [(1000, failing_probe)])
+  config = _pretrain_config(corpus, steps=2)
+  config.checkpoint_every_steps = 1000
+  with pytest.raises(RuntimeError, match="the probe broke"):
+    trainer.train(config, str(tmp_path), program)
+  assert os.listdir(os.path.join(tmp_path, "checkpoints")) == ["2"]
+
+
 def test_merge_reports_missing_unexpected_and_misshaped_together():
   init = {"a": {"kernel": np.zeros((2, 2))}, "b": {"kernel": np.zeros(3)},
           "classifier": {"kernel": np.zeros((4, 5)), "bias": np.zeros(5)}}

@@ -128,11 +128,21 @@ def test_stage_arguments_reach_the_plan_and_typos_fail(tmp_path):
   assert plans["finetune_384"]["batch_size"] == 2048
   assert plans["pretrain"]["micro_batches"] == 4
   assert plans["finetune_384"]["micro_batches"] == 4
+  # A duration in steps replaces the config's epochs, as in the program.
+  plans = dry_run("jft_f4plus.sh", "--workdir", tmp_path, "--stages", "pretrain",
+                  "--pretrain-arg=--config.total_steps=1000")
+  assert plans["pretrain"]["total_steps"] == 1000
 
   typo = run_recipe("jft_f4plus.sh", "--dry-run", "--workdir", tmp_path,
                     "--finetune-arg=--config.batch_sze=16")
   assert typo.returncode != 0
   assert "batch_sze" in typo.stderr and "batch_size" in typo.stderr
+
+  # A bad value in a later stage fails before the first stage would run.
+  bad_value = run_recipe("jft_f4plus.sh", "--dry-run", "--workdir", tmp_path,
+                         "--finetune-arg=--config.model.activation=gleu")
+  assert bad_value.returncode == 1
+  assert "Unknown activation 'gleu'" in bad_value.stderr
 
   unknown = run_recipe("jft_f4plus.sh", "--dry-run", "--stages", "finetune_999")
   assert unknown.returncode == 2
@@ -428,6 +438,16 @@ def test_plan_explains_what_it_cannot_resolve(tmp_path, monkeypatch):
                             "--config.data.train_examples=0"])
   with pytest.raises(plan.PlanError, match="train_examples=N"):
     plan.resolve(stage)
+  for override, message in (("--config.batch_size=0", "batch_size must be positive"),
+                            ("--config.loss=hinge", "loss must be one of"),
+                            ("--config.model.variant=G9", "Unknown NFNet variant")):
+    stage = plan.parse_stage("ft", "finetune",
+                             ["--config=finetune/configs/dataset.py",
+                              f"--workdir={tmp_path}", override])
+    with pytest.raises(plan.PlanError) as refused:
+      plan.resolve(stage)
+    assert message in str(refused.value)
+    assert "train_examples" not in str(refused.value)  # no epochs involved
   with pytest.raises(plan.PlanError, match="Unknown config argument 'res0'"):
     plan.parse_stage("ft", "finetune",
                      ["--config=finetune/configs/dataset.py:res0=3",

@@ -166,6 +166,31 @@ def check_same_architecture(source_model, model, what: str = "init_from") -> Non
         "weights' values (e.g. --config.model.variant=...).")
 
 
+def check_same_head(saved_num_classes: int, model, what: str) -> None:
+  """Resuming needs the same head (init_from, unlike resuming, replaces it)."""
+  if saved_num_classes != model.num_classes:
+    raise CheckpointMismatchError(
+        f"{what} holds a {saved_num_classes}-class model; this run has "
+        f"{model.num_classes} classes. To start from those weights with a new "
+        "head, give a new workdir and --config.init_from=<that workdir>.")
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+  """`key: saved -> current` for every config value that differs (lists and
+  tuples compare by their items: the saved config went through JSON)."""
+  differences = []
+  for key in sorted(set(saved) | set(current)):
+    old, new = saved.get(key), current.get(key)
+    if isinstance(old, dict) and isinstance(new, dict):
+      differences += config_differences(old, new, f"{prefix}{key}.")
+    elif isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+      if list(old) != list(new):
+        differences.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    elif old != new:
+      differences.append(f"{prefix}{key}: {old!r} -> {new!r}")
+  return differences
+
+
 def load_pretrained(path: str) -> tuple[Any, Any]:
   """(params as numpy, the NFNet they belong to) from any weights we accept:
   our workdir / checkpoint dir, a `python -m nfnet.convert` output, a DeepMind

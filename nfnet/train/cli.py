@@ -55,7 +55,67 @@ def run_program(train: Callable[[Any, str], dict]) -> None:
     del argv
     metrics.quiet_library_logs()
     parallel.maybe_initialize_distributed(FLAGS.distributed)
-    run_with_clear_errors(train, FLAGS.config, FLAGS.workdir)
+    run_with_clear_errors(lambda: train(_loaded_config(), FLAGS.workdir))
 
   define_program_flags()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
+
+
+# A run's length and warm-up are each given one way; a command-line value
+# replaces the config file's, whichever way that gave it.
+DURATION_GROUPS = (("total_steps", "total_epochs", "total_examples"),
+                   ("warmup_steps", "warmup_epochs"))
+
+
+def _loaded_config():
+  """FLAGS.config: a config file that failed to load (a mistyped path) only
+  raises, an OSError, when the config is first read. `--config.total_steps`
+  unsets the file's `total_epochs` (and likewise for each duration)."""
+  config = FLAGS.config
+  try:
+    config.to_dict  # pylint: disable=pointless-statement
+  except OSError as e:
+    raise UserError(str(e).strip()) from None
+  prefer_durations(config, config_flags.get_override_values(FLAGS["config"]))
+  return config
+
+
+def prefer_durations(config, overridden: dict) -> None:
+  """Unsets the config's other ways of giving a duration that `overridden`
+  (the command line's `--config.*` values) gives."""
+  for group in DURATION_GROUPS:
+    given = [key for key in group if key in overridden]
+    for key in group:
+      if given and key not in given:
+        config[key] = None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; a bad flag, a mistyped `--config.*` key, or a user
+  error raised while the config file is read (`small.py:clases=6`) ends with
+  one `error: ...` line."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as e:
+    print(f"error: {flag_error_text(e)}\nPass --helpfull to see the flags.",
+          file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def flag_error_text(error: BaseException) -> str:
+  """What went wrong in parsing a config flag, without the wrapping:
+  config_flags re-raises a config file's own error inside a traceback text,
+  and a locked config's unknown key arrives as a KeyError's repr."""
+  chain = []
+  while error is not None:
+    chain.append(error)
+    error = error.__context__
+  user_errors = [cause for cause in chain if isinstance(cause, USER_ERRORS)]
+  if user_errors:
+    return str(user_errors[-1])  # the config's own, innermost
+  key_errors = [cause for cause in chain if isinstance(cause, KeyError)]
+  if key_errors and key_errors[0].args:  # the outermost says "did you mean"
+    key, _, hint = str(key_errors[0].args[0]).partition("\n")
+    return f"the config has no key {key} (configs are locked). {hint}".strip()
+  lines = [line.strip() for line in str(chain[0]).splitlines() if line.strip()]
+  return lines[-1] if lines else type(chain[0]).__name__

@@ -295,8 +295,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       raise UserError(f"Unknown config argument {key!r}; known: "
                        f"{', '.join(defaults)}.")
     default = defaults[key]
-    if isinstance(default, bool):
-      parsed[key] = value.lower() in ("1", "true", "yes")
-    else:
-      parsed[key] = type(default)(value) if default is not None else value
+    try:
+      if isinstance(default, bool):
+        parsed[key] = _parse_bool(value)
+      else:
+        parsed[key] = type(default)(value) if default is not None else value
+    except ValueError:
+      raise UserError(f"Config argument {key}={value!r} is not a "
+                      f"{type(default).__name__}.") from None
   return parsed
+
+
+def _parse_bool(value: str) -> bool:
+  # A typo must not read as False: `runlocal=ture` would launch a pod run.
+  if value.lower() in ("1", "true", "yes"):
+    return True
+  if value.lower() in ("0", "false", "no"):
+    return False
+  raise ValueError(value)

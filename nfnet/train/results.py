@@ -47,8 +47,12 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{tag: (steps, values)} from the workdir's TensorBoard events."""
   from tensorboard.backend.event_processing import event_accumulator
   from tensorboard.util import tensor_util
+  events_dir = os.path.join(workdir, "tensorboard")
+  if not epath.Path(events_dir).is_dir():
+    raise FileNotFoundError(f"{events_dir} does not exist: is {workdir} a "
+                            "run's workdir?")
   accumulator = event_accumulator.EventAccumulator(
-      os.path.join(workdir, "tensorboard"),
+      events_dir,
       size_guidance={event_accumulator.TENSORS: 0,
                      event_accumulator.SCALARS: 0})
   accumulator.Reload()
@@ -87,9 +91,12 @@ def runs_table(runs: Mapping[str, str]) -> str:
   for name, workdir in runs.items():
     r = read_results(workdir, required=True)
     pct = lambda k: f"{100 * r[k]:.1f}%" if k in r else "-"
+    # With fewer than 5 classes the metric is top-k over all of them.
+    topk = next((f"eval/top{k}" for k in range(5, 1, -1)
+                 if f"eval/top{k}" in r), "eval/top5")
     rows.append({"run": name, "steps": str(r.get("step", "-")),
                  "top-1": pct("eval/top1"), "top-1 (EMA)": pct("eval_ema/top1"),
-                 "top-5": pct("eval/top5")})
+                 "top-5": pct(topk)})
   return format_table(rows)
 
 

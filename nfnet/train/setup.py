@@ -7,9 +7,39 @@ import ml_collections
 from jax.sharding import Mesh
 
 from nfnet import optim
+from nfnet.errors import UserError
 from nfnet.model import NFNet
 from nfnet.train import training
 from nfnet.train.config_base import model_kwargs
+
+
+def check_run_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses, before anything is built, values that would only fail later
+  (a cadence of 0 divides by zero after the first step; keeping 0
+  checkpoints deletes the final one)."""
+  for key in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+              "keep_checkpoints"):
+    if config[key] < 1:
+      raise UserError(f"{key} must be at least 1, got {config[key]}.")
+  if config.fewshot_every_steps is not None and config.fewshot_every_steps < 1:
+    raise UserError("fewshot_every_steps must be at least 1 (or None: with "
+                    f"the evals), got {config.fewshot_every_steps}.")
+  if not 0 <= config.ema_decay < 1:
+    raise UserError(f"ema_decay must be in [0, 1) (0: no EMA), got "
+                    f"{config.ema_decay}.")
+  if config.batch_size < 1:
+    raise UserError(f"batch_size must be positive, got {config.batch_size}.")
+  if config.loss not in training.LOSSES:
+    raise UserError(f"loss must be one of {training.LOSSES}, got "
+                    f"{config.loss!r}.")
+  if config.eval_crop_fraction is not None and not (
+      0 < config.eval_crop_fraction <= 1):
+    raise UserError("eval_crop_fraction must be in (0, 1] (None: the "
+                    f"default rule), got {config.eval_crop_fraction}.")
+  if config.sam_rho and not 0 < config.sam_ascent_fraction <= 1:
+    raise UserError("sam_ascent_fraction must be in (0, 1], got "
+                    f"{config.sam_ascent_fraction}.")
+  build_model(config, config.model.num_classes or 1).check_fields()
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> NFNet:

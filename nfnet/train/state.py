@@ -84,16 +84,28 @@ def restore_or_initialize(manager, model: NFNet, tx, config, mesh: Mesh,
                           data_iterator, use_ema: bool):
   """Start-up precedence: resume the workdir > init_from > scratch."""
   latest = manager.latest_step()
+  saved = None
   if latest is not None:
     # A workdir holding another model's checkpoint is a user error, not an
     # orbax shape error: compare the recorded model before touching arrays.
     saved = run_checkpoint.read_checkpoint_config(
         os.path.join(str(manager.directory), str(latest)))
+    what = f"the checkpoint in {manager.directory}"
     checkpoints.check_same_architecture(
-        convert.model_from_description(saved["model"]), model,
-        what=f"the checkpoint in {manager.directory}")
+        convert.model_from_description(saved["model"]), model, what=what)
+    checkpoints.check_same_head(saved["model"]["num_classes"], model, what)
   abstract = abstract_train_state(model, tx, config.resolution, use_ema, mesh)
-  restored = checkpoints.restore_latest(manager, abstract, data_iterator)
+  try:
+    restored = checkpoints.restore_latest(manager, abstract, data_iterator)
+  except ValueError as e:  # orbax: the saved tree does not fit this run's
+    differences = "; ".join(checkpoints.config_differences(
+        saved["config"], config.to_dict())) or "none"
+    raise checkpoints.CheckpointMismatchError(
+        f"the checkpoint in {manager.directory} holds another train state "
+        f"than this config builds ({str(e).splitlines()[0][:300]}).\nConfig values that differ from "
+        f"the checkpoint's: {differences}."
+        "\nResume with the checkpoint's values, or use a new workdir."
+    ) from None
   if restored is not None:
     state, step = restored
     logging.info("Resumed from step %d in %s.", step, manager.directory)

@@ -4,9 +4,10 @@
     scratch) -> steps -> loop:
         for each step: next host batch -> global batch -> train_step
                        log (flushed, and checked for NaN, before any save)
-                       evals every `eval_every_steps` and at the end
                        save every `checkpoint_every_steps`, at the end, or
-                       when a preemption signal arrives (then stop cleanly)
+                       when a preemption signal arrives
+                       evals every `eval_every_steps` and at the end
+                       (after a preemption signal: stop cleanly)
     -> results.json
 
 What differs between pre-training and fine-tuning is data: the config, and a
@@ -24,6 +25,7 @@ import jax
 from absl import logging
 from jax.sharding import Mesh
 
+from nfnet.errors import UserError
 from nfnet.train import (checkpoints, evaluation, from_config, metrics,
                          parallel, preemption, results, setup, state as
                          state_lib, training)
@@ -61,6 +63,7 @@ class Program:
 def train(config, workdir: str, program: Program) -> dict[str, float]:
   """Runs (or resumes) one run; returns the final eval metrics."""
   # ------------------------------------------------------------------ Mesh
+  setup.check_run_config(config)
   mesh = parallel.make_data_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh, config.micro_batches)
   writer = metrics.make_writer(workdir)
@@ -98,6 +101,11 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
     logging.info("%s already holds the finished run (step %d).", workdir,
                  start_step)
     return finished
+  if start_step > total_steps:
+    raise UserError(
+        f"{workdir} holds a checkpoint at step {start_step}, past this "
+        f"config's {total_steps} steps: give the run at least {start_step} "
+        "steps, or a new workdir (with --config.init_from to start from it).")
 
   # ----------------------------------------------------------------- Steps
   train_step = setup.build_train_step(config, model, tx, schedule, mesh)
@@ -121,7 +129,9 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
     logging.info("%s holds the last checkpoint (step %d) but no %s: "
                  "evaluating it.", workdir, start_step, results.RESULTS_FILE)
     for _, run_eval in evals:
-      latest.update(run_eval(state))
+      fresh = run_eval(state)
+      latest.update(fresh)
+      writer.write_scalars(start_step, fresh)
   # The guard owns SIGTERM/SIGINT for the loop only: afterwards Ctrl-C
   # interrupts as usual (in a notebook, say).
   with preemption.PreemptionGuard() as guard:
@@ -137,15 +147,16 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
       stop = guard.should_stop(manager, step)
       # Flush (and check for a non-finite loss) before anything is saved.
       log(step, step_metrics, flush=last or stop or manager.should_save(step))
+
+      # ------------------------------------------------------------ Checkpoint
+      # Before the evals: an eval that fails loses no training.
+      checkpoints.save(manager, step, state, train_data.iterator, description,
+                       force=last or stop)
       for every_steps, run_eval in evals:
         if step % every_steps == 0 or last:
           fresh = run_eval(state)
           latest.update(fresh)
           writer.write_scalars(step, fresh)
-
-      # ------------------------------------------------------------ Checkpoint
-      checkpoints.save(manager, step, state, train_data.iterator, description,
-                       force=last or stop)
       if stop:
         logging.info("Stopped at step %d after a preemption signal.", step)
         break

@@ -81,7 +81,13 @@ def read_haiku_pickle(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray
     try:
       tree = _ArraysOnlyUnpickler(f).load()
     except pickle.UnpicklingError as e:
-      raise WeightImportError(f"{path}: {e}") from None
+      if str(e).startswith("refusing to load"):
+        raise WeightImportError(f"{path}: {e}") from None
+      # Not a pickle at all (an HTML error page, a PNG, a cut-off download).
+      raise WeightImportError(
+          f"{path} is not a readable Haiku parameter pickle ({e}). Check "
+          "that it is DeepMind's F*_haiku.npz and the download is "
+          "complete.") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
       raise WeightImportError(
           f"{path} is not a readable Haiku parameter pickle ({e!r}). Check "
