@@ -437,9 +437,20 @@ def decoder_table(jpegs: list[bytes], resolution: int) -> dict[str, float]:
   return table
 
 
+def _worker_counts(text: str) -> list[int]:
+  try:
+    counts = [int(w) for w in text.split(",")]
+  except ValueError:
+    counts = []
+  if not counts or min(counts) < 0:
+    raise argparse.ArgumentTypeError(f"expected counts like 1,2, got {text!r}")
+  return counts
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+  parser.add_argument("--workers", default="1,2", type=_worker_counts,
+                      help="comma-separated worker counts")
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--resolution", type=int, default=224)
   parser.add_argument("--num-images", type=int, default=512)
@@ -451,7 +462,7 @@ def main() -> None:
   parser.add_argument("--no-decoders", action="store_true", help="skip the decoder table")
   parser.add_argument("--json", action="store_true", help="print one JSON object")
   args = parser.parse_args()
-  worker_counts = [int(w) for w in args.workers.split(",")]
+  worker_counts = args.workers
   cores = os.cpu_count() or 1
   log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 

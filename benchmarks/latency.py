@@ -228,6 +228,16 @@ def measure(variant: str, batch: int, resolution: int, dtype: str, steps: int,
   }
 
 
+def _positive_ints(text: str) -> tuple[int, ...]:
+  try:
+    values = tuple(int(v) for v in text.split(","))
+  except ValueError:
+    values = ()
+  if not values or min(values) < 1:
+    raise argparse.ArgumentTypeError(f"expected positive ints like 1,1,1,1, got {text!r}")
+  return values
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--variant", default="F0")
@@ -242,7 +252,7 @@ def main() -> None:
                       "timed beside timm in the same run")
   parser.add_argument("--remat", action="store_true")
   parser.add_argument("--width", type=float, default=1.0)
-  parser.add_argument("--depths", default=None,
+  parser.add_argument("--depths", default=None, type=_positive_ints,
                       help="comma-separated blocks per stage, e.g. 1,1,1,1")
   parser.add_argument("--group-size", type=int, default=128)
   parser.add_argument("--compare-timm", action="store_true",
@@ -252,8 +262,9 @@ def main() -> None:
                       help="measure per_group and native side by side and "
                       "print their ratio")
   args = parser.parse_args()
-  depths = tuple(int(d) for d in args.depths.split(",")) if args.depths else None
-  shape = dict(width=args.width, depths=depths, group_size=args.group_size)
+  if "," in args.conv_impl and not args.compare_timm:
+    parser.error("a list of --conv-impl values needs --compare-timm")
+  shape = dict(width=args.width, depths=args.depths, group_size=args.group_size)
   if args.compare_timm:
     impls = args.conv_impl.split(",")
     for row in compare_timm(args.variant, args.batch, args.resolution,
@@ -275,4 +286,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  from nfnet.train import cli  # pylint: disable=import-outside-toplevel
+  cli.run_with_clear_errors(main)  # an unknown variant: one error line
