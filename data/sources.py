@@ -61,7 +61,11 @@ TFDS_LABEL_KEY = "label"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SOURCE_KINDS = ("arrayrecord", "tfrecord", "tfds", "folder")
 # TFRecord shards a reading thread keeps open (see TFRecordSource._open_shard).
-OPEN_SHARDS_PER_THREAD = 32
+OPEN_SHARDS_PER_THREAD = 64
+# Up to this many records, a process holds every shard's offsets in memory
+# (8 bytes a record) and reopening an evicted shard is one open(); above it,
+# the offsets are memory-mapped with their shard, a second descriptor each.
+OFFSETS_IN_MEMORY_MAX_RECORDS = 1 << 23
 
 
 class CorruptRecordError(DataError):
@@ -274,10 +278,11 @@ class TFRecordSource(ExampleSource):
     counts = [len(tfrecord.load_index(p, index_dir, build=build_index)) - 1 for p in self.paths]
     self._ends = np.cumsum(counts)
     self._local = threading.local()  # each reading thread's open shards
+    self._offsets: Optional[list] = None  # in memory, loaded per process
 
   def __getstate__(self):
     state = self.__dict__.copy()
-    state["_local"] = None
+    state["_local"], state["_offsets"] = None, None
     return state
 
   def __setstate__(self, state):
@@ -306,12 +311,12 @@ class TFRecordSource(ExampleSource):
                                 self.paths[file_index], position)
 
   def _open_shard(self, file_index: int):
-    """(open file, memory-mapped offsets) of a shard, from this thread's
-    least-recently-used cache: a global shuffle touches every shard, and
-    keeping them all open (two descriptors each, the file and its index's
-    map) ran out of descriptors at about 500 shards under `ulimit -n 1024`.
-    Per thread, so no thread closes a file another is reading; an evicted
-    file closes when dropped."""
+    """(open file, offsets) of a shard, from this thread's least-recently-
+    used cache: a global shuffle touches every shard, and keeping them all
+    open (with their indexes' memory maps, two descriptors a shard) ran out
+    of descriptors at about 500 shards under `ulimit -n 1024`. Per thread,
+    so no thread closes a file another is reading; an evicted file closes
+    when dropped."""
     cache = getattr(self._local, "shards", None)
     if cache is None:
       cache = self._local.shards = collections.OrderedDict()
@@ -319,11 +324,18 @@ class TFRecordSource(ExampleSource):
     if shard is None:
       if len(cache) >= OPEN_SHARDS_PER_THREAD:
         cache.popitem(last=False)
-      path = self.paths[file_index]
-      shard = (open(path, "rb", buffering=0),
-               tfrecord.load_index(path, self.index_dir, build=False))
+      shard = (open(self.paths[file_index], "rb", buffering=0),
+               self._shard_offsets(file_index))
     cache[file_index] = shard
     return shard
+
+  def _shard_offsets(self, file_index: int) -> np.ndarray:
+    if self._offsets is None and len(self) <= OFFSETS_IN_MEMORY_MAX_RECORDS:
+      self._offsets = [np.array(tfrecord.load_index(p, self.index_dir, build=False))
+                       for p in self.paths]
+    if self._offsets is not None:
+      return self._offsets[file_index]
+    return tfrecord.load_index(self.paths[file_index], self.index_dir, build=False)
 
 
 def parse_tfds_spec(rest: str) -> tuple[str, str]:

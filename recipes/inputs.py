@@ -91,8 +91,8 @@ def imagenet_inputs(options, inputs: Inputs) -> None:
 def dataset_inputs(options, inputs: Inputs, dry_run: bool) -> None:
   """--weights, --train, --eval -> the fine-tune's init_from and sources."""
   if options.weights:
-    inputs.dataset.append(
-        f"--config.init_from={os.path.abspath(os.path.expanduser(options.weights))}")
+    weights = os.path.abspath(os.path.expanduser(options.weights))
+    inputs.dataset.append(f"--config.init_from={weights}")
   checks = []
   if options.train:
     train = sources.as_spec(options.train)
@@ -109,7 +109,7 @@ def dataset_inputs(options, inputs: Inputs, dry_run: bool) -> None:
     if not options.weights:
       raise RecipeError("weights missing: pass --weights F0_haiku.npz (or set "
                         "WEIGHTS); see --help.")
-    if not os.path.isfile(options.weights):
+    if not os.path.isfile(os.path.expanduser(options.weights)):
       raise RecipeError(f"--weights: no such file: {options.weights}")
     if not options.train:
       raise RecipeError("training data missing: pass --train DIR|SOURCE (or "

@@ -144,11 +144,15 @@ def _open_descriptors() -> int:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_tfrecord_source_keeps_few_shards_open(tmp_path, monkeypatch):
+@pytest.mark.parametrize("offsets_in_memory", [True, False])
+def test_tfrecord_source_keeps_few_shards_open(tmp_path, monkeypatch,
+                                               offsets_in_memory):
   # Holding every shard (and its index's map) open ran out of descriptors at
   # about 500 shards under `ulimit -n 1024`, which read as corrupt records.
   import concurrent.futures
   monkeypatch.setattr(sources, "OPEN_SHARDS_PER_THREAD", 3)
+  if not offsets_in_memory:  # a set too large to hold its offsets
+    monkeypatch.setattr(sources, "OFFSETS_IN_MEMORY_MAX_RECORDS", 0)
   _write_shards(str(tmp_path), "tfrecord", [1] * 20)
   source = sources.open_source(f"tfrecord:{tmp_path}/train-*", num_classes=7)
   before = _open_descriptors()

@@ -100,12 +100,12 @@ def restore_or_initialize(manager, model: NFNet, tx, config, mesh: Mesh,
   except ValueError as e:  # orbax: the saved tree does not fit this run's
     differences = "; ".join(checkpoints.config_differences(
         saved["config"], config.to_dict())) or "none"
+    orbax_says = str(e).splitlines()[0][:300]
     raise checkpoints.CheckpointMismatchError(
         f"the checkpoint in {manager.directory} holds another train state "
-        f"than this config builds ({str(e).splitlines()[0][:300]}).\nConfig values that differ from "
-        f"the checkpoint's: {differences}."
-        "\nResume with the checkpoint's values, or use a new workdir."
-    ) from None
+        f"than this config builds ({orbax_says}).\nConfig values that differ "
+        f"from the checkpoint's: {differences}.\nResume with the "
+        "checkpoint's values, or use a new workdir.") from None
   if restored is not None:
     state, step = restored
     logging.info("Resumed from step %d in %s.", step, manager.directory)
