@@ -2,7 +2,7 @@
 
 Every program config starts from `base_config()` and sets what its recipe
 needs, so any config can be pointed at other data or sizes from the command
-line (`--config.data.train=arrayrecord:/data/jft/*.arrayrecord`,
+line (`--config.data.train='arrayrecord:/data/jft/train-*.array_record'`,
 `--config.batch_size=256`, `--config.model.variant=F1`). Configs are locked:
 a mistyped key fails instead of being silently ignored.
 """
