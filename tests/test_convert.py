@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import nfnet
 from flax import traverse_util
 from numpy.lib.stride_tricks import sliding_window_view
 from safetensors.numpy import save_file
@@ -748,6 +749,13 @@ def test_finetune_runs_from_a_deepmind_pickle(tmp_path, downstream_corpus,
   metrics = finetune_main.train(config, str(tmp_path / "ft"))
   assert metrics["eval/examples"] == 16 and np.isfinite(metrics["eval/top1"])
   assert os.listdir(tmp_path / "ft" / run_checkpoint.CHECKPOINT_DIRNAME) == ["2"]
+  # The run itself starts from the pickle: at lr 0 its weights stay the
+  # pickle's (the head aside).
+  config.lr = 0.0
+  finetune_main.train(config, str(tmp_path / "ft_lr0"))
+  _, trained, _ = nfnet.load(str(tmp_path / "ft_lr0"))
+  np.testing.assert_array_equal(trained["stem_conv0"]["kernel"],
+                                source["stem_conv0"]["kernel"])
 
 
 def test_finetune_starts_from_timm_weights_with_timm_numerics(

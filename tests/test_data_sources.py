@@ -122,7 +122,7 @@ def test_tfrecord_pure_python_framing_is_readable_by_tensorflow(tmp_path):
     for data in (b"first", b"", b"x" * 1000):
       f.write(tfrecord.frame(data))
   assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == [b"first", b"", b"x" * 1000]
-  assert tfrecord.masked_crc32c(b"123456789") == tfrecord.masked_crc32c(b"123456789")
+  assert tfrecord.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
   assert tfrecord._crc32c_python(b"123456789") == 0xE3069283  # the CRC-32C check value
 
 
@@ -159,7 +159,8 @@ def test_tfrecord_source_keeps_few_shards_open(tmp_path, monkeypatch,
   order = np.random.default_rng(0).permutation(np.tile(np.arange(20), 3))
   for i in order:
     assert source[int(i)].id == f"img-{i}"
-  assert _open_descriptors() - before <= 2 * 3
+  # One descriptor a shard with the offsets in memory, else two.
+  assert _open_descriptors() - before <= (3 if offsets_in_memory else 2 * 3)
   # Two reading threads each keep their own few, and read the right records.
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     ids = list(pool.map(lambda i: source[int(i)].id, order))

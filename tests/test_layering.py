@@ -16,7 +16,8 @@ TRAINING_ONLY = ("orbax", "grain", "clu", "tensorflow", "tensorflow_datasets",
 
 def test_import_nfnet_loads_no_training_kit():
   code = ("import json, sys, nfnet\n"
-          "nfnet.load  # imported on first use\n"
+          "assert 'nfnet.loading' not in sys.modules  # imported on first use\n"
+          "nfnet.load\n"
           "print(json.dumps(sorted(sys.modules)))\n")
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO,
                           capture_output=True, text=True, timeout=300)

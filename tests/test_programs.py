@@ -97,6 +97,8 @@ def test_a_run_stopped_after_its_last_checkpoint_finishes_on_rerun(
   metrics = pretrain_main.train(_pretrain_config(corpus), stopped)
   assert metrics == pytest.approx(unbroken_metrics)
   assert results.read_results(stopped) == pytest.approx({"step": 6, **unbroken_metrics})
+  steps, values = results.read_scalars(stopped)["eval/top1"]  # and TensorBoard
+  assert list(steps) == [6] and values[-1] == pytest.approx(metrics["eval/top1"])
 
 
 def test_finetune_restores_backbone_and_replaces_head(pretrained, corpus,
@@ -149,8 +151,11 @@ def test_workdir_of_another_model_is_refused_before_restoring(pretrained, corpus
   workdir, _ = pretrained
   config = _pretrain_config(corpus, steps=9)
   config.model.depths = (1, 1, 2, 1)
-  with pytest.raises(checkpoints.CheckpointMismatchError, match="depths"):
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r"stage_depths: weights \[1, 1, 1, 1\], config "
+                           r"\[1, 1, 2, 1\]") as refused:
     pretrain_main.train(config, workdir)
+  assert "another train state" not in str(refused.value)  # refused before orbax
 
 
 def test_resuming_needs_the_same_head_train_state_and_a_long_enough_run(

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -374,6 +375,9 @@ def test_finished_stages_are_skipped_and_tabled(tmp_path, fake_inputs):
   # Each stage's command is printed before the stage, then skipped.
   assert out.count("finished earlier") == 3
   assert f"python3 -m pretrain.main --config={REPO}/pretrain/configs/jft.py" in out
+  # Stages run under the recipe's own interpreter, not a `python3` from PATH.
+  [interpreter] = re.findall(r"==> \[pretrain\] (\S+) -m pretrain\.main", out)
+  assert os.path.isabs(interpreter), out
   assert "'--config.data.train=arrayrecord:" in out
   assert f"--config.init_from={workdir}/pretrain" in out
   rows = {line.split()[0]: line.split() for line in out.splitlines()
