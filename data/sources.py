@@ -315,15 +315,15 @@ class TFRecordSource(ExampleSource):
     used cache: a global shuffle touches every shard, and keeping them all
     open (with their indexes' memory maps, two descriptors a shard) ran out
     of descriptors at about 500 shards under `ulimit -n 1024`. Per thread,
-    so no thread closes a file another is reading; an evicted file closes
-    when dropped."""
+    so no thread closes a file another is reading."""
     cache = getattr(self._local, "shards", None)
     if cache is None:
       cache = self._local.shards = collections.OrderedDict()
     shard = cache.pop(file_index, None)
     if shard is None:
       if len(cache) >= OPEN_SHARDS_PER_THREAD:
-        cache.popitem(last=False)
+        _, (evicted, _) = cache.popitem(last=False)
+        evicted.close()
       shard = (open(self.paths[file_index], "rb", buffering=0),
                self._shard_offsets(file_index))
     cache[file_index] = shard

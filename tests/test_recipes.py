@@ -265,6 +265,13 @@ def test_deepmind_finetune_dry_run(tmp_path):
   assert finetune["ema_decay"] == pytest.approx(0.9999)
   assert finetune["epochs"] is None  # a user's dataset has no nominal size
 
+  # `--opt=~/x` reaches the recipe with its ~ (the shell expands only a
+  # leading one): it means the home folder, not ./~.
+  plans = dry_run("deepmind_finetune.sh", "--weights=~/F3_haiku.npz",
+                  "--workdir=~/w", env={"HOME": str(tmp_path)})
+  assert plans["finetune"]["init_from"] == str(weights)
+  assert plans["finetune"]["workdir"].startswith(f"{tmp_path}/w")
+
   renamed = tmp_path / "my_weights.npz"
   unknown = run_recipe("deepmind_finetune.sh", "--dry-run", "--weights", renamed)
   assert unknown.returncode == 2
