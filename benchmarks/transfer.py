@@ -36,8 +36,8 @@ with TensorFlow's own writer and no dataset_info.json, so the run goes
 through exactly what a user's shards go through. Then, in one process and
 one run: pretrain/configs/small.py, finetune/configs/small.py from that
 checkpoint, and the same fine-tune from scratch (the control). Prints one
-JSON line: both top-1s (raw and EMA), the gain, steps and wall time of every
-stage. `--seeds 0,1,2` runs the fine-tune and its control at each seed from
+JSON line: both top-1s (raw and EMA; with `eval_flip_average`, the
+flip-averaged ones too), the gains, steps and wall time of every stage. `--seeds 0,1,2` runs the fine-tune and its control at each seed from
 the one pre-training and reports the means (and every seed): a 300-step run
 on 400 photos moves by 1-3 points between seeds, the control most.
 `--pretrain-seed N` re-runs the pre-training with another seed on the same
@@ -226,11 +226,21 @@ def run_stage(program, config, workdir: str) -> tuple[dict, float]:
   return metrics, time.perf_counter() - start
 
 
+# A fine-tune's scores: its eval key for each. The flip-averaged ones are
+# there when the config sets eval_flip_average.
+SCORES = {"top1": "eval/top1", "ema_top1": "eval_ema/top1",
+          "flip_top1": "eval/flip_top1", "ema_flip_top1": "eval_ema/flip_top1"}
+
+
+def scores_of(metrics: dict) -> dict:
+  return {key: metrics[name] for key, name in SCORES.items() if name in metrics}
+
+
 def summarise_seeds(runs: list[dict], steps: int) -> dict:
   """One stage's report: the mean top-1s over its seeds, and each seed's run
   when there are several."""
   summary = {key: round(float(np.mean([run[key] for run in runs])), 4)
-             for key in ("top1", "ema_top1")}
+             for key in SCORES if key in runs[0]}
   summary.update(steps=steps, seconds=round(sum(run["seconds"] for run in runs), 1))
   if len(runs) > 1:
     summary["seeds"] = runs
@@ -294,8 +304,7 @@ def main(argv=None) -> dict:
       config.data.train, config.data.eval = specs["downstream_train"], specs["downstream_eval"]
       config.init_from, config.seed = init_from, seed
       metrics, seconds = run_stage(finetune_main, config, os.path.join(workdir, f"{name}_seed{seed}"))
-      runs.append({"seed": seed, "top1": metrics.get("eval/top1"),
-                   "ema_top1": metrics.get("eval_ema/top1"), "seconds": round(seconds, 1)})
+      runs.append({"seed": seed, **scores_of(metrics), "seconds": round(seconds, 1)})
     results[name] = summarise_seeds(runs, steps=config.total_steps)
 
   report = {
@@ -306,7 +315,8 @@ def main(argv=None) -> dict:
       "downstream": {"classes": len(downstream_classes), "train_per_class": args.per_class,
                      "resolution": config.resolution, "eval_examples": 4000, "arg": args.finetune_arg},
       **results,
-      "gain_top1": round(results["finetuned"]["top1"] - results["scratch"]["top1"], 4),
+      **{f"gain_{key}": round(results["finetuned"][key] - results["scratch"][key], 4)
+         for key in ("top1", "flip_top1") if key in results["scratch"]},
       "workdir": workdir,
   }
   print(json.dumps(report))

@@ -23,6 +23,11 @@ the head's class count and the run's `data.multi_label`.
 The paper evaluates at a higher resolution than it trains (F0: 192 -> 256):
 sweeping `--resolution` finds the best one for a given set of weights.
 
+`--flip-average` also scores each image by the mean of its and its
+left-right mirror image's class probabilities (`flip_top1`, `flip_top5`,
+beside the plain scores; twice the compute), as runs with
+`eval_flip_average` do.
+
 One line per resolution; with `--json` one JSON object per line:
     {"weights": ..., "ema": false, "data": ..., "resolution": 224,
      "crop_fraction": 0.875, "examples": 50000, "top1": 0.836, "top5": 0.968,
@@ -108,10 +113,13 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
                      *, ema: bool = False, batch_size: int = 128,
                      eval_crop_fraction: float | None = None,
                      label_key: str | None = None, num_workers: int = 0,
+                     flip_average: bool = False,
                      show_progress: bool = False) -> list[dict[str, Any]]:
   """One result dict per resolution (the JSON objects the command prints).
 
   `eval_crop_fraction` None: the run's own (`info["eval_crop_fraction"]`).
+  `flip_average`: add `flip_top1` / `flip_topK`, each image scored by the mean
+  of its and its mirror image's class probabilities.
   """
   model, params, info = nfnet.load(weights, ema=ema)
   crop_fraction = eval_crop_fraction or info["eval_crop_fraction"]
@@ -125,7 +133,8 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
   parallel.check_batch_divisible(batch_size, mesh)
   source = open_eval_source(data, model, info, label_key)
   check_label_space(source, model)
-  eval_step = training.make_eval_step(model, mesh)
+  eval_step = training.make_eval_step(model, mesh, flip_average=flip_average,
+                                      loss=info["loss"])
   device_params = parallel.replicate(params, mesh)
   results = []
   for resolution in resolutions:
@@ -139,19 +148,27 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
     shown = with_progress(batches, batches.num_steps, f"{resolution} px",
                           show_progress and jax.process_index() == 0)
     metrics = evaluation.evaluate(eval_step, {"eval": device_params}, shown, mesh)
-    topk = next(k for k in metrics if k.startswith("eval/top") and k != "eval/top1")
     results.append({
         "weights": weights, "ema": ema, "data": data, "resolution": resolution,
         "crop_fraction": round(transform.eval_crop_fraction_for(), 4),
         "examples": int(metrics["eval/examples"]),
-        "top1": metrics["eval/top1"], topk.split("/")[1]: metrics[topk],
+        **scores_of(metrics, "eval/top"), **scores_of(metrics, "eval/flip_top"),
         "multi_label": source.multi_label,
         "seconds": round(time.perf_counter() - start, 2)})
   return results
 
 
+def scores_of(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+  """{'top1': ..., 'top5': ...} from the `eval/...` keys starting with `prefix`."""
+  return {key.split("/")[1]: value for key, value in sorted(metrics.items())
+          if key.startswith(prefix)}
+
+
 def metric_name(key: str, multi_label: bool) -> str:
-  """'top5' -> 'top-5'; on multi-label data 'precision@1' and 'hit@5'."""
+  """'top5' -> 'top-5'; on multi-label data 'precision@1' and 'hit@5';
+  'flip_top1' -> 'flip-averaged top-1'."""
+  if key.startswith("flip_"):
+    return "flip-averaged " + metric_name(key[len("flip_"):], multi_label)
   k = key[len("top"):]
   if not multi_label:
     return f"top-{k}"
@@ -161,7 +178,8 @@ def metric_name(key: str, multi_label: bool) -> str:
 def format_result(result: dict[str, Any]) -> str:
   """'256 px, crop 0.889: top-1 83.60%  top-5 96.80%  (50,000 examples, 41.2s)'."""
   scores = "  ".join(f"{metric_name(key, result['multi_label'])} {value:.2%}"
-                     for key, value in result.items() if key.startswith("top"))
+                     for key, value in result.items()
+                     if key.startswith(("top", "flip_top")))
   return (f"{result['resolution']} px, crop {result['crop_fraction']:.3f}: {scores}  "
           f"({result['examples']:,} examples, {result['seconds']:.1f}s)")
 
@@ -183,6 +201,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--eval-crop-fraction", type=float, default=None,
                       help="fraction of each side the centre crop keeps "
                       "(default: the run's own; 1.0: the whole image)")
+  parser.add_argument("--flip-average", action="store_true",
+                      help="also score each image by the mean of its and its "
+                      "mirror image's class probabilities (flip_top1)")
   parser.add_argument("--ema", action="store_true",
                       help="evaluate the checkpoint's EMA weights")
   parser.add_argument("--json", action="store_true",
@@ -209,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.weights, args.data, args.resolution, ema=args.ema,
         batch_size=args.batch_size,
         eval_crop_fraction=args.eval_crop_fraction, label_key=args.label_key,
-        num_workers=args.num_workers, show_progress=True)
+        num_workers=args.num_workers, flip_average=args.flip_average,
+        show_progress=True)
   except cli.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -17,7 +17,9 @@ names are known). Class names come from the training source when the run
 recorded them, or from `--labels FILE` (one name per line, in class-index
 order; e.g. the 1000 ImageNet names for DeepMind's released heads).
 Probabilities are a softmax over the classes, or per-class sigmoids for
-weights trained with the sigmoid loss. With `--json`, one object per image
+weights trained with the sigmoid loss; `--flip-average` averages them with
+the mirror image's (what `eval/flip_top1` scores). With `--json`, one object
+per image
 instead:
     {"path": ..., "top_k": [{"index": 3, "name": "tulip", "probability": 0.91}, ...]}
 
@@ -50,6 +52,7 @@ from data import decode, sources, transforms
 from data.progress import progress_bar
 from nfnet import loading
 from nfnet.errors import UserError
+from nfnet.train import training
 from nfnet.train.cli import USER_ERRORS
 from nfnet.train.metrics import quiet_library_logs
 
@@ -108,16 +111,26 @@ def read_batches(paths: Sequence[str], config: transforms.TransformConfig,
       yield good, np.stack(images) if images else None, bad
 
 
-def make_forward(model, loss: str):
-  """jitted (params, uint8 images) -> (probabilities float32 [B, C], features [B, D])."""
+def make_forward(model, loss: str, flip_average: bool = False):
+  """jitted (params, uint8 images) -> (probabilities float32 [B, C], features [B, D]).
+
+  flip_average: the probabilities are the mean of each image's and its mirror
+  image's (the features stay the image's own).
+  """
+
+  def apply(params, images):
+    return model.apply({"params": params},
+                       nfnet.normalize_images(images, model.dtype),
+                       is_training=False, return_features=True)
 
   @jax.jit
   def forward(params, images):
-    logits, features = model.apply(
-        {"params": params}, nfnet.normalize_images(images, model.dtype),
-        is_training=False, return_features=True)
-    scores = jax.nn.sigmoid(logits) if loss == "sigmoid" else jax.nn.softmax(logits)
-    return scores.astype(jnp.float32), features
+    logits, features = apply(params, images)
+    scores = training.class_probabilities(logits, loss)
+    if flip_average:
+      mirrored, _ = apply(params, jnp.flip(images, axis=2))  # NHWC: W
+      scores = (scores + training.class_probabilities(mirrored, loss)) / 2
+    return scores, features
 
   return forward
 
@@ -149,6 +162,7 @@ def predict(weights: str, paths: Sequence[str], *, top_k: int = 5,
             eval_crop_fraction: float | None = None,
             labels_file: str | None = None, batch_size: int = 32,
             features_file: str | None = None, on_prediction=None,
+            flip_average: bool = False,
             show_progress: bool = False) -> tuple[list[Prediction], list[tuple[str, str]]]:
   """Runs the model over `paths` (files or folders); returns (predictions,
   skipped files with the reason). `on_prediction` is called with each one as
@@ -166,7 +180,7 @@ def predict(weights: str, paths: Sequence[str], *, top_k: int = 5,
   config = transforms.TransformConfig(
       resolution,
       eval_crop_fraction=eval_crop_fraction or info["eval_crop_fraction"])
-  forward = make_forward(model, info["loss"])
+  forward = make_forward(model, info["loss"], flip_average)
   params = jax.device_put(params)
   predictions, skipped, features = [], [], []
   with progress_bar(len(files), "Predicting", unit="images",
@@ -222,6 +236,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--eval-crop-fraction", type=float, default=None,
                       help="fraction of each side the centre crop keeps "
                       "(default: the run's own; 1.0: the whole image)")
+  parser.add_argument("--flip-average", action="store_true",
+                      help="average each image's probabilities with its mirror "
+                      "image's (test-time flip averaging; twice the compute)")
   parser.add_argument("--ema", action="store_true",
                       help="use the checkpoint's EMA weights")
   parser.add_argument("--batch-size", type=int, default=32)
@@ -246,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolution=args.resolution,
         eval_crop_fraction=args.eval_crop_fraction, labels_file=args.labels,
         batch_size=args.batch_size, features_file=args.features,
-        on_prediction=emit, show_progress=True)
+        on_prediction=emit, flip_average=args.flip_average, show_progress=True)
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -115,6 +115,10 @@ def test_small_image_configs_chain_on_raw_shards(tmp_path):
   assert np.any((targets > 0) & (targets < 1))  # mixed, not one-hot
   metrics = finetune_main.train(config, str(tmp_path / "finetune"))
   assert metrics["eval/examples"] == metrics["eval_ema/examples"] == 10
+  assert 0 <= metrics["eval/flip_top1"] <= 1 and "eval_ema/flip_top1" in metrics
+  [result] = evaluate_cli.evaluate_weights(str(tmp_path / "finetune"), evaluation,
+                                           None, batch_size=8, flip_average=True)
+  assert result["flip_top1"] == pytest.approx(metrics["eval/flip_top1"])
 
   # finetune.evaluate applies the run's own eval crop (the whole image here,
   # not the default 87.5%) unless told otherwise, so it repeats the run's eval.

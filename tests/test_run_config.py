@@ -78,3 +78,23 @@ def test_results_table_reads_topk_of_fewer_than_five_classes(tmp_path):
   assert "100.0%" in results.runs_table({"four": str(tmp_path)})
   with pytest.raises(FileNotFoundError, match="is .* a run's workdir"):
     results.read_scalars(str(tmp_path / "typo"))
+
+
+def test_results_table_shows_the_flip_averaged_top1_when_a_run_has_it(tmp_path):
+  plain, flipped = tmp_path / "plain", tmp_path / "flipped"
+  plain.mkdir(), flipped.mkdir()
+  (plain / results.RESULTS_FILE).write_text(json.dumps(
+      {"step": 300, "eval/top1": 0.5, "eval/top4": 1.0}))
+  assert "flip" not in results.runs_table({"plain": str(plain)})
+  (flipped / results.RESULTS_FILE).write_text(json.dumps(
+      {"step": 300, "eval/top1": 0.5, "eval/top4": 1.0, "eval/flip_top1": 0.625}))
+  table = results.runs_table({"plain": str(plain), "flipped": str(flipped)})
+  assert "top-1 (flip-averaged)" in table.splitlines()[0]
+  assert "62.5%" in table.splitlines()[-1] and "-" in table.splitlines()[-2]
+
+
+def test_final_metrics_line_shows_every_accuracy_as_a_percentage():
+  line = results.format_metrics({"eval/examples": 4000, "eval/top1": 0.8828,
+                                 "eval/flip_top1": 0.89225, "eval_ema/top4": 1.0})
+  assert line == ("eval/examples 4000, eval/flip_top1 89.22%, eval/top1 88.28%, "
+                  "eval_ema/top4 100.00%")

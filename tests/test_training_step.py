@@ -226,3 +226,55 @@ def test_preemption_guard_stops_at_the_notice_step_and_on_a_signal(
       assert guard.should_stop(_NoticeAt(None), 20) and gathered == [1]
   # After the run Ctrl-C is the caller's again.
   assert signal.getsignal(signal.SIGINT) == before
+
+
+# ----------------------------------------------------------------------------
+# Flip-averaged evaluation
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
+def test_flip_average_scores_the_mean_of_an_image_and_its_mirror(loss):
+  """flip_top1 is the argmax of the mean class probability of each image and
+  its left-right mirror, computed here with numpy; the plain top-1 is kept."""
+  model = NFNet(num_classes=6, variant="F0", width=0.125, depths=(1, 1, 1, 1),
+                group_size=16, conv_impl="native")
+  batch = 48
+  images = np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (batch, 16, 16, 3),
+                                         maxval=255.0), np.float32)
+  labels = np.asarray(jax.random.randint(jax.random.PRNGKey(4), (batch,), 0, 6))
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])["params"]
+  # A freshly initialised head gives logits of about 0.2: scale them to about
+  # 2 so that the images' predictions differ.
+  params["classifier"]["kernel"] = params["classifier"]["kernel"] * 10.0
+
+  def logits_of(x):
+    return np.asarray(model.apply({"params": params},
+                                  training.normalize_images(jnp.asarray(x)),
+                                  is_training=False), np.float64)
+
+  def probabilities(logits):
+    if loss == "sigmoid":
+      return 1 / (1 + np.exp(-logits))
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+  plain = logits_of(images)
+  mirrored_lr = probabilities(plain) + probabilities(logits_of(images[:, :, ::-1]))
+  mirrored_ud = probabilities(plain) + probabilities(logits_of(images[:, ::-1]))
+  expected = lambda scores: float(np.sum(scores.argmax(-1) == labels))
+  for scores in (plain, mirrored_lr):  # no near-ties that float32 could flip
+    top_two = np.sort(scores, axis=-1)[:, -2:]
+    assert np.all(top_two[:, 1] - top_two[:, 0] > 1e-4)
+  # The check can tell the width axis from the height axis.
+  assert expected(mirrored_lr) != expected(mirrored_ud)
+
+  mesh = parallel.make_data_mesh()
+  step = training.make_eval_step(model, mesh, topk=5, flip_average=True, loss=loss)
+  sums = step(params, parallel.to_global_batch(
+      {"image": images, "label": labels, "mask": np.ones(batch, bool)}, mesh))
+  assert float(sums["top1"]) == expected(plain)
+  assert float(sums["flip_top1"]) == expected(mirrored_lr)
+  assert float(sums["count"]) == batch
+  assert "flip_top1" not in training.make_eval_step(model, mesh)(
+      params, parallel.to_global_batch(
+          {"image": images, "label": labels, "mask": np.ones(batch, bool)}, mesh))

@@ -121,3 +121,16 @@ def test_summarise_seeds_reports_means_and_every_seed(benchmark_module):
   # One seed: the run itself, without a per-seed list.
   assert "seeds" not in transfer.summarise_seeds(runs[:1], steps=300)
   assert transfer.summarise_seeds(runs[:1], steps=300)["top1"] == 0.76
+
+
+def test_flip_averaged_scores_are_reported_when_the_run_has_them(benchmark_module):
+  transfer = benchmark_module("transfer")
+  metrics = {"eval/top1": 0.8, "eval_ema/top1": 0.81, "eval/flip_top1": 0.83,
+             "eval_ema/flip_top1": 0.84, "eval/top4": 1.0, "eval/examples": 4000}
+  assert transfer.scores_of(metrics) == {"top1": 0.8, "ema_top1": 0.81,
+                                         "flip_top1": 0.83, "ema_flip_top1": 0.84}
+  runs = [{"seed": s, **transfer.scores_of(metrics), "seconds": 1.0} for s in (0, 1)]
+  assert transfer.summarise_seeds(runs, steps=300)["flip_top1"] == pytest.approx(0.83)
+  plain = {"eval/top1": 0.8, "eval_ema/top1": 0.81}
+  assert "flip_top1" not in transfer.summarise_seeds(
+      [{"seed": 0, **transfer.scores_of(plain), "seconds": 1.0}], steps=300)

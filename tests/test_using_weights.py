@@ -179,6 +179,33 @@ def test_predict_applies_the_eval_crop_fraction(finetuned, folders):
                          rtol=1e-3, atol=1e-5)
 
 
+def test_predict_and_evaluate_average_an_image_with_its_mirror(finetuned, folders):
+  """--flip-average: each probability is the mean of the image's and its
+  left-right mirror's; evaluate reports flip_top1 beside the plain top-1."""
+  workdir, _ = finetuned
+  _, val = folders
+  image = val / CLASSES[1] / "000.jpg"
+  model, params, _ = nfnet.load(workdir)
+  config = transforms.TransformConfig(32, eval_crop_fraction=1.0)
+  pixels = transforms.eval_image(image.read_bytes(), config)[None]
+  probabilities = lambda x: np.asarray(jax.nn.softmax(model.apply(
+      {"params": params}, nfnet.normalize_images(x))))[0]
+  expected = (probabilities(pixels) + probabilities(pixels[:, :, ::-1])) / 2
+  assert not np.allclose(expected, probabilities(pixels), rtol=1e-3, atol=1e-5)
+  [prediction], _ = predict_cli.predict(workdir, [str(image)], top_k=4,
+                                        eval_crop_fraction=1.0, flip_average=True)
+  got = {entry["index"]: entry["probability"] for entry in prediction.top_k}
+  np.testing.assert_allclose([got[i] for i in range(4)], expected,
+                             rtol=1e-4, atol=1e-6)
+
+  [plain] = evaluate_cli.evaluate_weights(workdir, f"folder:{val}", None, batch_size=4)
+  [flipped] = evaluate_cli.evaluate_weights(workdir, f"folder:{val}", None,
+                                            batch_size=4, flip_average=True)
+  assert "flip_top1" not in plain and flipped["top1"] == plain["top1"]
+  assert 0 <= flipped["flip_top1"] <= 1 and "flip_top4" in flipped
+  assert "flip-averaged top-1" in evaluate_cli.format_result(flipped)
+
+
 def _deepmind_file(path, num_classes=1000):
   """A DeepMind-format pickle of a tiny F0 with random weights."""
   model = nfnet.NFNet(**TINY_MODEL, num_classes=num_classes)

@@ -52,6 +52,10 @@ def get_config(arg=None):
   # 300 steps of 64 are 48 passes over 400 photos: without mixing the
   # fine-tune overfits (training top-1 98%).
   config.augment.mixup_cutmix = arg.mix
+  # Also report each eval image scored with its mirror image
+  # (`eval/flip_top1`): on CIFAR-10 it added 1.1 points to the fine-tuned
+  # top-1 and 0.5 to the from-scratch control, for twice an eval's compute.
+  config.eval_flip_average = True
 
   config_base.cadence(config, log=50, eval=arg.steps,
                       checkpoint=arg.steps, keep=1)

@@ -130,6 +130,9 @@ def base_config() -> ml_collections.ConfigDict:
   # crop S). None: the paper's S / (S + 32) from 224 px up, and at least 0.875
   # below, where the paper's margin would keep only half of a 32 px image.
   config.eval_crop_fraction = placeholder(float)
+  # Also score each eval image by the mean of its and its mirror image's class
+  # probabilities (`eval/flip_top1` beside `eval/top1`): twice the eval compute.
+  config.eval_flip_average = False
 
   config.lr = 0.1                    # peak learning rate
   config.lr_batch_scaling = True     # lr * batch_size / 256

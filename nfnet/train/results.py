@@ -81,22 +81,29 @@ def format_table(rows: Sequence[Mapping[str, str]]) -> str:
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
   """{'eval/top1': 0.81, ...} -> 'eval/top1 81.00%, ...' (counts stay counts)."""
-  return ", ".join(f"{k} {v:.2%}" if "/top" in k else f"{k} {v:g}"
+  is_accuracy = lambda key: key.rsplit("/", 1)[-1].startswith(("top", "flip_top"))
+  return ", ".join(f"{k} {v:.2%}" if is_accuracy(k) else f"{k} {v:g}"
                    for k, v in sorted(metrics.items()))
 
 
 def runs_table(runs: Mapping[str, str]) -> str:
   """NAME -> WORKDIR of finished runs -> their steps and top-1/top-5 table."""
   rows = []
-  for name, workdir in runs.items():
-    r = read_results(workdir, required=True)
+  results = {name: read_results(workdir, required=True)
+             for name, workdir in runs.items()}
+  # Runs with eval_flip_average also get the flip-averaged top-1.
+  any_flip = any("eval/flip_top1" in r for r in results.values())
+  for name, r in results.items():
     pct = lambda k: f"{100 * r[k]:.1f}%" if k in r else "-"
     # With fewer than 5 classes the metric is top-k over all of them.
     topk = next((f"eval/top{k}" for k in range(5, 1, -1)
                  if f"eval/top{k}" in r), "eval/top5")
-    rows.append({"run": name, "steps": str(r.get("step", "-")),
-                 "top-1": pct("eval/top1"), "top-1 (EMA)": pct("eval_ema/top1"),
-                 "top-5": pct(topk)})
+    row = {"run": name, "steps": str(r.get("step", "-")),
+           "top-1": pct("eval/top1"), "top-1 (EMA)": pct("eval_ema/top1"),
+           "top-5": pct(topk)}
+    if any_flip:
+      row["top-1 (flip-averaged)"] = pct("eval/flip_top1")
+    rows.append(row)
   return format_table(rows)
 
 

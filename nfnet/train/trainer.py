@@ -109,7 +109,8 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
 
   # ----------------------------------------------------------------- Steps
   train_step = setup.build_train_step(config, model, tx, schedule, mesh)
-  eval_step = training.make_eval_step(model, mesh)
+  eval_step = training.make_eval_step(
+      model, mesh, flip_average=config.eval_flip_average, loss=config.loss)
 
   # ----------------------------------------------------------------- Evals
   evals: list[PeriodicEval] = []

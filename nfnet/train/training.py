@@ -234,23 +234,47 @@ def make_train_step(model: NFNet, tx: optax.GradientTransformation, mesh: Mesh,
   return jax.jit(train_step, donate_argnums=(0,))
 
 
-def make_eval_step(model: NFNet, mesh: Mesh, *, topk: int = 5):
+def class_probabilities(logits: jax.Array, loss: str) -> jax.Array:
+  """What the loss makes of the logits: a softmax over classes, or an
+  independent sigmoid per class (multi-label)."""
+  if loss == "sigmoid":
+    return jax.nn.sigmoid(logits.astype(jnp.float32))
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def make_eval_step(model: NFNet, mesh: Mesh, *, topk: int = 5,
+                   flip_average: bool = False, loss: str = "softmax"):
   """Returns `eval_step(params, batch) -> sums` of correct@1, correct@k and count.
 
   Padding examples (mask False) count nowhere, so every example of a split
   counts exactly once whatever the batch and process layout.
+
+  flip_average: also score each image by the mean of its class probabilities
+  (under `loss`) and its mirror image's, as `flip_top1` / `flip_top{k}`,
+  beside the plain scores; it doubles the eval's compute.
   """
   topk = min(topk, model.num_classes)
 
+  def apply(params, images):
+    return model.apply({"params": params}, normalize_images(images, model.dtype),
+                       is_training=False)
+
   def per_device(params, batch):
-    logits = model.apply({"params": params},
-                         normalize_images(batch["image"], model.dtype),
-                         is_training=False)
+    logits = apply(params, batch["image"])
     targets = batch_targets(batch, model.num_classes)
     mask = batch["mask"].astype(jnp.float32)
-    sums = {"top1": jnp.sum(top1_correct(logits, targets) * mask),
-            f"top{topk}": jnp.sum(topk_correct(logits, targets, topk) * mask),
-            "count": jnp.sum(mask)}
+
+    def correct_sums(scores, prefix=""):
+      return {f"{prefix}top1": jnp.sum(top1_correct(scores, targets) * mask),
+              f"{prefix}top{topk}": jnp.sum(
+                  topk_correct(scores, targets, topk) * mask)}
+
+    sums = {**correct_sums(logits), "count": jnp.sum(mask)}
+    if flip_average:
+      mirrored = apply(params, jnp.flip(batch["image"], axis=2))  # NHWC: W
+      mean_probs = (class_probabilities(logits, loss)
+                    + class_probabilities(mirrored, loss)) / 2
+      sums.update(correct_sums(mean_probs, prefix="flip_"))
     return jax.lax.psum(sums, DATA_AXIS)
 
   return jax.jit(jax.shard_map(per_device, mesh=mesh,
