@@ -36,8 +36,8 @@ the README's "Transfer on real photos" tables hold every variant measured:
   fine-tune's effective step: none cost 2.1 points downstream, 5e-4 broke
   the fine-tune, 1e-4 tied 5e-5 over three pre-training seeds.
 - length: 4,500 steps (`steps`): 350-411 s here on most days, past 8
-  minutes in this machine's slowest hours, where `steps=4000` fits and
-  transfers about 2 points worse. 6,000 steps, SAM, smaller batches for
+  minutes in this machine's slowest hours (482 s at 9.4 steps a second),
+  where `steps=4000` fits and transfers about 2 points worse. 6,000 steps, SAM, smaller batches for
   more steps, batch 128, 20 px, mixing or rotation labels spent the same
   minutes no better.
 
