@@ -127,6 +127,11 @@ def make_fewshot_sets(config, process_index: int, process_count: int) -> list[Fe
     if train.num_classes != test.num_classes:
       raise DataError(f"config.fewshot.datasets.{name}: train has {train.num_classes} "
                        f"classes, test {test.num_classes}; they must share one label space.")
+    differs = sources.class_names_differ(train.label_names, test.label_names)
+    if differs:
+      raise DataError(f"config.fewshot.datasets.{name}: test does not name train's "
+                      f"classes in their order {differs}; they must share one "
+                      "label space.")
     print(f"Few-shot {name}: reading the labels of {entry['train']} ...",
           file=sys.stderr, flush=True)
     labels = read_labels(train, fewshot.scan_examples, config.data.skip_corrupt)

@@ -531,6 +531,23 @@ _KIND_OPTIONS = {
 }
 
 
+def class_names_differ(reference: Optional[list], names: Optional[list]
+                       ) -> Optional[str]:
+  """None when the two lists name the same classes in the same order (or
+  either is unknown); else '(missing: [...]; not in the reference: [...])'.
+
+  A folder numbers its classes by its sorted folder names, so one set missing
+  a class, or naming them otherwise, would give its labels other meanings.
+  """
+  if reference is None or names is None or list(reference) == list(names):
+    return None
+  missing = sorted(set(reference) - set(names))
+  extra = sorted(set(names) - set(reference))
+  if not missing and not extra:
+    return "(the same names in another order)"
+  return f"(missing: {missing or 'none'}; not in the reference: {extra or 'none'})"
+
+
 def options_for(spec: str, **options) -> dict[str, Any]:
   """``options`` less the None values and those ``spec``'s kind does not
   read (a folder's labels are its subfolders, so it has no ``label_key``):

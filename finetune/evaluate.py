@@ -16,9 +16,13 @@ over every example exactly once, with any number of devices and hosts (the
 last batch is padded and masked). On multi-label data the numbers are
 precision@1 and hit@5 (a true label among the five best) against each
 image's label set. Without `--resolution` the weights' own eval resolution is
-used (a run's, or the released variant's test resolution). Labels are read under the run's `data.label_key` unless
-`--label-key` says otherwise, and raw shards with no dataset_info.json with
-the head's class count and the run's `data.multi_label`.
+used (a run's, or the released variant's test resolution). Labels are read
+under the run's `data.label_key` unless `--label-key` says otherwise, and raw
+shards with no dataset_info.json with the head's class count, multi-label as
+the run's training source was (`--multi-label` / `--no-multi-label`
+override). A set whose class names differ from the run's is refused (its
+labels would mean other classes); an unreadable record stops the command
+unless the run skipped them or `--skip-corrupt` is given.
 
 The paper evaluates at a higher resolution than it trains (F0: 192 -> 256):
 sweeping `--resolution` finds the best one for a given set of weights.
@@ -84,29 +88,44 @@ def with_progress(batches: Iterable[dict], total: int, label: str,
 
 
 def open_eval_source(data: str, model, info: dict[str, Any],
-                     label_key: str | None) -> sources.Source:
+                     label_key: str | None,
+                     multi_label: bool | None = None) -> sources.Source:
   """The labelled set, its labels under `label_key` (None: the run's
   `data.label_key`, else the source's default); raw shards that do not say
-  their label space are read in the weights' own: the head's class count and
-  the run's `data.multi_label` (as a training run reads them)."""
+  their label space are read in the weights' own: the head's class count,
+  multi-label when `multi_label` says so (None: as the run's training source
+  was, else its `data.multi_label`)."""
   run_data = (info.get("config") or {}).get("data") or {}
   label_key = label_key or run_data.get("label_key")
   options = sources.options_for(data, label_key=label_key)
   source = sources.open_source(data, **options)
   if source.num_classes is None:
-    source = sources.open_source(
-        data, **options, num_classes=model.num_classes,
-        multi_label=bool(run_data.get("multi_label")))
+    if multi_label is None:
+      multi_label = info.get("multi_label")
+    if multi_label is None:
+      multi_label = bool(run_data.get("multi_label"))
+    source = sources.open_source(data, **options, num_classes=model.num_classes,
+                                 multi_label=multi_label)
   return source
 
 
-def check_label_space(source: sources.Source, model) -> None:
-  """The head must score exactly the source's classes."""
+def check_label_space(source: sources.Source, model,
+                      label_names: list | None = None) -> None:
+  """The head must score exactly the source's classes: as many, and where the
+  run recorded its class names (`label_names`) and the source names its own,
+  the same ones in the same order."""
   if source.num_classes != model.num_classes:
     raise UserError(
         f"{source.spec} has {source.num_classes} classes but the weights' head "
         f"has {model.num_classes}: evaluate on the set the head was trained "
         "for (or fine-tune a new head on this one first).")
+  differs = sources.class_names_differ(label_names, source.label_names)
+  if differs:
+    raise UserError(
+        f"{source.spec} does not name the weights' classes in their order "
+        f"{differs}, so its labels would be scored as other classes. Evaluate "
+        "on a set with the training set's classes (an empty folder for a "
+        "class with no images).")
 
 
 def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
@@ -114,12 +133,15 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
                      eval_crop_fraction: float | None = None,
                      label_key: str | None = None, num_workers: int = 0,
                      flip_average: bool = False,
+                     multi_label: bool | None = None,
+                     skip_corrupt: bool | None = None,
                      show_progress: bool = False) -> list[dict[str, Any]]:
   """One result dict per resolution (the JSON objects the command prints).
 
   `eval_crop_fraction` None: the run's own (`info["eval_crop_fraction"]`).
   `flip_average`: add `flip_top1` / `flip_topK`, each image scored by the mean
-  of its and its mirror image's class probabilities.
+  of its and its mirror image's class probabilities. `multi_label` (raw
+  shards only) and `skip_corrupt` None: as the run had them.
   """
   model, params, info = nfnet.load(weights, ema=ema)
   crop_fraction = eval_crop_fraction or info["eval_crop_fraction"]
@@ -131,8 +153,11 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
     resolutions = [info["eval_resolution"]]
   mesh = parallel.make_data_mesh()
   parallel.check_batch_divisible(batch_size, mesh)
-  source = open_eval_source(data, model, info, label_key)
-  check_label_space(source, model)
+  source = open_eval_source(data, model, info, label_key, multi_label)
+  if skip_corrupt is None:
+    run_data = (info.get("config") or {}).get("data") or {}
+    skip_corrupt = bool(run_data.get("skip_corrupt"))
+  check_label_space(source, model, info["label_names"])
   eval_step = training.make_eval_step(model, mesh, flip_average=flip_average,
                                       loss=info["loss"])
   device_params = parallel.replicate(params, mesh)
@@ -144,7 +169,8 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
     batches = loader.make_eval_loader(
         source, global_batch_size=batch_size, resolution=resolution,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        num_workers=num_workers, transform_config=transform)
+        num_workers=num_workers, transform_config=transform,
+        skip_corrupt=skip_corrupt)
     shown = with_progress(batches, batches.num_steps, f"{resolution} px",
                           show_progress and jax.process_index() == 0)
     metrics = evaluation.evaluate(eval_step, {"eval": device_params}, shown, mesh)
@@ -213,6 +239,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--label-key", default=None,
                       help="label feature of tf.train.Example shards "
                       "(default: the run's data.label_key, else the source's)")
+  parser.add_argument("--multi-label", action=argparse.BooleanOptionalAction,
+                      default=None,
+                      help="read raw shards without dataset_info.json as "
+                      "multi-label (default: as the run's training source was)")
+  parser.add_argument("--skip-corrupt", action=argparse.BooleanOptionalAction,
+                      default=None,
+                      help="skip and count unreadable records instead of "
+                      "stopping (default: the run's data.skip_corrupt)")
   parser.add_argument("--num-workers", type=int, default=0,
                       help="decoding worker processes per host")
   parser.add_argument("--distributed", action="store_true", default=None,
@@ -231,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         eval_crop_fraction=args.eval_crop_fraction, label_key=args.label_key,
         num_workers=args.num_workers, flip_average=args.flip_average,
+        multi_label=args.multi_label, skip_corrupt=args.skip_corrupt,
         show_progress=True)
   except cli.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)

@@ -201,14 +201,16 @@ def predict(weights: str, paths: Sequence[str], *, top_k: int = 5,
         features.append(np.asarray(batch_features[:len(good)], np.float32))
       bar.update(len(good) + len(bad))
   if features_file:
-    write_features(features_file, features, [p.path for p in predictions])
+    feature_dim = params["classifier"]["kernel"].shape[0]  # the head's input
+    write_features(features_file, features, [p.path for p in predictions],
+                   feature_dim)
   return predictions, skipped
 
 
 def write_features(features_file: str, chunks: list[np.ndarray],
-                   paths: Sequence[str]) -> None:
-  """OUT.npy [N, D] float32 and OUT.paths.txt (row order)."""
-  dim = chunks[0].shape[1] if chunks else 0
+                   paths: Sequence[str], dim: int) -> None:
+  """OUT.npy [N, D] float32 (D = `dim`, also when no image was read) and
+  OUT.paths.txt (row order)."""
   array = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
   np.save(features_file, array)
   with open(features_paths_file(features_file), "w", encoding="utf-8") as f:

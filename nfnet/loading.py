@@ -30,6 +30,8 @@
     eval_crop_fraction  the fraction of each side the run's eval crop kept
                      (None: the default rule, data/transforms.py)
     loss             "softmax" or "sigmoid" (how to turn logits into scores)
+    multi_label      whether the training source was multi-label (None when
+                     a checkpoint predates this field)
     config           the run's resolved config as a dict (checkpoints only)
 
 Nothing heavy is imported until `load` is called: orbax and grain come in
@@ -78,7 +80,7 @@ def _imported_info(kind: str, path: str, model) -> dict[str, Any]:
   return {"kind": kind, "path": path, "ema": False, "step": None,
           "label_names": None, "resolution": train_px,
           "eval_resolution": test_px, "eval_crop_fraction": None,
-          "loss": "softmax", "config": None}
+          "loss": "softmax", "multi_label": False, "config": None}
 
 
 def _checkpoint_info(path: str, step_dir: str, run: dict,
@@ -92,7 +94,8 @@ def _checkpoint_info(path: str, step_dir: str, run: dict,
           "label_names": run.get("label_names"), "resolution": resolution,
           "eval_resolution": config.get("eval_resolution") or resolution,
           "eval_crop_fraction": config.get("eval_crop_fraction"),
-          "loss": config.get("loss", "softmax"), "config": config}
+          "loss": config.get("loss", "softmax"),
+          "multi_label": run.get("multi_label"), "config": config}
 
 
 def load(path: str | os.PathLike, *, ema: bool = False,

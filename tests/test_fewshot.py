@@ -5,9 +5,11 @@ import os
 
 import numpy as np
 import pytest
+import simplejpeg
 
 from data import fewshot as data_fewshot
 from data import loader, synthetic, transforms
+from data.errors import DataError
 from nfnet.train import results
 from pretrain import fewshot
 from pretrain import main as pretrain_main
@@ -138,3 +140,22 @@ def test_probe_images_get_the_runs_eval_crop(corpus):
   probed = next(iter(probe_set.test))["image"]
   np.testing.assert_array_equal(probed, first_batch(1.0)["image"])
   assert not np.array_equal(probed, first_batch(None)["image"])
+
+
+def _jpeg_folder(root, class_names):
+  for name in class_names:
+    os.makedirs(root / name)
+    (root / name / "0.jpg").write_bytes(
+        simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorspace="RGB"))
+  return f"folder:{root}"
+
+
+def test_a_test_split_naming_other_classes_is_refused(corpus, tmp_path):
+  """As many classes but other names: the test labels would mean other
+  classes, so the probe would score against permuted labels."""
+  config = pretrain_synthetic.get_config(f"data_dir={corpus},steps=16,res=32")
+  config.fewshot.datasets = {"d": {
+      "train": _jpeg_folder(tmp_path / "train", ["cat", "dog"]),
+      "test": _jpeg_folder(tmp_path / "test", ["dog", "zebra"])}}
+  with pytest.raises(DataError, match=r"missing: \['cat'\]; not in the reference: \['zebra'\]"):
+    data_fewshot.make_fewshot_sets(config, 0, 1)

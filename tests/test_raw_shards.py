@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import nfnet
 from nfnet.train import from_config
 from finetune import evaluate as evaluate_cli
 from finetune import main as finetune_main
@@ -93,6 +94,8 @@ def test_raw_tfrecord_shards_pretrain_with_config_label_space(tmp_path, multi_la
   [result] = evaluate_cli.evaluate_weights(str(tmp_path / "workdir"), evaluation,
                                            None, batch_size=8)
   assert (result["examples"], result["multi_label"]) == (10, multi_label)
+  # The checkpoint records the training source's label kind for nfnet.load.
+  assert nfnet.load(str(tmp_path / "workdir"))[2]["multi_label"] is multi_label
   assert result["top1"] == pytest.approx(metrics["eval/top1"])
 
 

@@ -12,7 +12,7 @@ import simplejpeg
 from flax import traverse_util
 
 import nfnet
-from data import synthetic, transforms
+from data import synthetic, tf_example, tfrecord, transforms
 from finetune import evaluate as evaluate_cli
 from finetune import main as finetune_main
 from finetune import predict as predict_cli
@@ -119,6 +119,54 @@ def test_evaluate_refuses_a_set_with_other_classes(finetuned, tmp_path, capsys):
   assert "has 1 classes but the weights' head has 4" in capsys.readouterr().err
 
 
+def test_evaluate_refuses_a_set_naming_other_classes(finetuned, folders, tmp_path,
+                                                     capsys):
+  """As many classes as the head, but one named otherwise: sorted folder
+  names would shift every label, so it is refused rather than scored."""
+  workdir, _ = finetuned
+  _, val = folders
+  shutil.copytree(val, tmp_path / "val")
+  os.rename(tmp_path / "val" / CLASSES[0], tmp_path / "val" / "z_other")
+  assert evaluate_cli.main(["--weights", workdir, "--data",
+                            f"folder:{tmp_path / 'val'}", "--batch-size", "4"]) == 1
+  err = capsys.readouterr().err
+  assert "does not name the weights' classes" in err
+  assert f"missing: ['{CLASSES[0]}']; not in the reference: ['z_other']" in err
+
+
+def test_evaluate_skips_corrupt_images_only_when_asked(finetuned, folders, tmp_path,
+                                                       capsys):
+  workdir, _ = finetuned
+  _, val = folders
+  shutil.copytree(val, tmp_path / "val")
+  (tmp_path / "val" / CLASSES[2] / "broken.jpg").write_bytes(b"not a jpeg")
+  data = f"folder:{tmp_path / 'val'}"
+  args = ["--weights", workdir, "--data", data, "--batch-size", "4", "--json"]
+  assert evaluate_cli.main(args) == 1  # the run's data.skip_corrupt: False
+  assert "broken.jpg" in capsys.readouterr().err
+  assert evaluate_cli.main(args + ["--skip-corrupt"]) == 0
+  assert json.loads(capsys.readouterr().out)["examples"] == 12
+
+
+def test_evaluate_reads_raw_shards_as_the_run_s_training_source_was(finetuned,
+                                                                    tmp_path):
+  """A run records whether its training source was multi-label; raw shards
+  without dataset_info.json are read that way unless told otherwise."""
+  model, _, info = nfnet.load(finetuned[0])
+  assert info["multi_label"] is False
+  shard = str(tmp_path / "eval-00000.tfrecord")
+  with tfrecord.TFRecordWriter(shard) as writer:
+    writer.write(tf_example.serialize_example(
+        {"image/encoded": simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8),
+                                                 colorspace="RGB"),
+         "image/class/label": [0, 2]}))
+  for recorded, asked, expected in ((True, None, True), (False, None, False),
+                                    (True, False, False), (None, True, True)):
+    source = evaluate_cli.open_eval_source(
+        f"tfrecord:{shard}", model, {**info, "multi_label": recorded}, None, asked)
+    assert source.multi_label is expected
+
+
 def test_predict_folder_names_and_features(finetuned, folders, tmp_path, capsys):
   workdir, _ = finetuned
   _, val = folders
@@ -204,6 +252,16 @@ def test_predict_and_evaluate_average_an_image_with_its_mirror(finetuned, folder
   assert "flip_top1" not in plain and flipped["top1"] == plain["top1"]
   assert 0 <= flipped["flip_top1"] <= 1 and "flip_top4" in flipped
   assert "flip-averaged top-1" in evaluate_cli.format_result(flipped)
+
+
+def test_predict_features_keep_their_width_when_no_image_is_read(finetuned, tmp_path):
+  workdir, _ = finetuned
+  broken = tmp_path / "broken.jpg"
+  broken.write_bytes(b"not a jpeg")
+  predictions, skipped = predict_cli.predict(
+      workdir, [str(broken)], features_file=str(tmp_path / "f.npy"))
+  assert not predictions and len(skipped) == 1
+  assert np.load(tmp_path / "f.npy").shape == (0, 2 * int(1536 * 0.125))
 
 
 def _deepmind_file(path, num_classes=1000):

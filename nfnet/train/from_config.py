@@ -94,17 +94,12 @@ def check_eval_classes(config, eval_source: sources.Source,
   same order: a folder source numbers its classes by its own sorted folder
   names, so an eval folder missing one class would shift every later label
   and score against the wrong classes without any error."""
-  eval_names = eval_source.label_names
-  if train_label_names is None or eval_names is None:
-    return
-  if list(eval_names) != list(train_label_names):
-    missing = sorted(set(train_label_names) - set(eval_names))
-    extra = sorted(set(eval_names) - set(train_label_names))
+  differs = sources.class_names_differ(train_label_names, eval_source.label_names)
+  if differs:
     raise UserError(
         f"{config.data.eval} does not name the classes of {config.data.train} "
-        f"in the same order (missing: {missing or 'none'}; not in training: "
-        f"{extra or 'none'}), so its labels would mean other classes. Give "
-        "the eval set the training set's classes (an empty folder for a "
+        f"in the same order {differs}, so its labels would mean other classes. "
+        "Give the eval set the training set's classes (an empty folder for a "
         "class with no eval images).")
 
 

@@ -50,15 +50,17 @@ def place_train_state(params, tx, use_ema: bool, mesh: Mesh):
 
 
 def run_description(config: ml_collections.ConfigDict, model: NFNet,
-                    durations, label_names: list[str] | None = None
-                    ) -> dict[str, Any]:
-  """What a checkpoint says about itself: the resolved config and model, and
-  the training source's class names when it has them (for `nfnet.load`)."""
+                    durations, label_names: list[str] | None = None,
+                    multi_label: bool = False) -> dict[str, Any]:
+  """What a checkpoint says about itself: the resolved config and model,
+  whether the training source was multi-label, and its class names when it
+  has them (for `nfnet.load`)."""
   description = {
       "config": config.to_dict(),
       "model": checkpoints.model_description(model),
       "total_steps": durations.total_steps,
       "warmup_steps": durations.warmup_steps,
+      "multi_label": bool(multi_label),
   }
   if label_names is not None and len(label_names) == model.num_classes:
     description["label_names"] = [str(name) for name in label_names]

@@ -86,7 +86,8 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
   schedule, tx = setup.build_optimizer(config, durations)
   use_ema = config.ema_decay > 0
   description = state_lib.run_description(config, model, durations,
-                                          train_data.label_names)
+                                          train_data.label_names,
+                                          train_data.multi_label)
   metrics.log_run_start(writer, model, config, durations, mesh)
 
   # ---------------------------------- Restore: resume > init_from > scratch
