@@ -37,9 +37,10 @@ through exactly what a user's shards go through. Then, in one process and
 one run: pretrain/configs/small.py, finetune/configs/small.py from that
 checkpoint, and the same fine-tune from scratch (the control). Prints one
 JSON line: both top-1s (raw and EMA; with `eval_flip_average`, the
-flip-averaged ones too), the gains, steps and wall time of every stage. `--seeds 0,1,2` runs the fine-tune and its control at each seed from
-the one pre-training and reports the means (and every seed): a 300-step run
-on 400 photos moves by 1-3 points between seeds, the control most.
+flip-averaged ones too), the gains, steps and wall time of every stage.
+`--seeds 0,1,2` runs the fine-tune and its control at each seed from the one
+pre-training and reports the means (and every seed): a 300-step run on 400
+photos moves by 1-3 points between seeds, the control most.
 `--pretrain-seed N` re-runs the pre-training with another seed on the same
 photos (one pre-training is itself a sample: its fine-tuned mean moves by up
 to 1.7 points between seeds). A reused `--workdir` keeps the photos of each

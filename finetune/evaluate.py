@@ -87,6 +87,11 @@ def with_progress(batches: Iterable[dict], total: int, label: str,
       bar.update()
 
 
+def run_data_config(info: dict[str, Any]) -> dict[str, Any]:
+  """The run's `config.data` as a dict ({} for imported weights)."""
+  return (info.get("config") or {}).get("data") or {}
+
+
 def open_eval_source(data: str, model, info: dict[str, Any],
                      label_key: str | None,
                      multi_label: bool | None = None) -> sources.Source:
@@ -95,7 +100,7 @@ def open_eval_source(data: str, model, info: dict[str, Any],
   their label space are read in the weights' own: the head's class count,
   multi-label when `multi_label` says so (None: as the run's training source
   was, else its `data.multi_label`)."""
-  run_data = (info.get("config") or {}).get("data") or {}
+  run_data = run_data_config(info)
   label_key = label_key or run_data.get("label_key")
   options = sources.options_for(data, label_key=label_key)
   source = sources.open_source(data, **options)
@@ -155,8 +160,7 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
   parallel.check_batch_divisible(batch_size, mesh)
   source = open_eval_source(data, model, info, label_key, multi_label)
   if skip_corrupt is None:
-    run_data = (info.get("config") or {}).get("data") or {}
-    skip_corrupt = bool(run_data.get("skip_corrupt"))
+    skip_corrupt = bool(run_data_config(info).get("skip_corrupt"))
   check_label_space(source, model, info["label_names"])
   eval_step = training.make_eval_step(model, mesh, flip_average=flip_average,
                                       loss=info["loss"])

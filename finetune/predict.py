@@ -18,9 +18,8 @@ recorded them, or from `--labels FILE` (one name per line, in class-index
 order; e.g. the 1000 ImageNet names for DeepMind's released heads).
 Probabilities are a softmax over the classes, or per-class sigmoids for
 weights trained with the sigmoid loss; `--flip-average` averages them with
-the mirror image's (what `eval/flip_top1` scores). With `--json`, one object
-per image
-instead:
+the mirror image's (what `eval/flip_top1` scores). With `--json`, one
+object per image instead:
     {"path": ..., "top_k": [{"index": 3, "name": "tulip", "probability": 0.91}, ...]}
 
 `--features OUT.npy` also writes the pooled pre-logit features, float32
