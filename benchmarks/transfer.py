@@ -240,12 +240,20 @@ def scores_of(metrics: dict) -> dict:
 def summarise_seeds(runs: list[dict], steps: int) -> dict:
   """One stage's report: the mean top-1s over its seeds, and each seed's run
   when there are several."""
+  # A workdir reused from before eval_flip_average has no flip scores: a
+  # score is summarised only when every seed has it.
   summary = {key: round(float(np.mean([run[key] for run in runs])), 4)
-             for key in SCORES if key in runs[0]}
+             for key in SCORES if all(key in run for run in runs)}
   summary.update(steps=steps, seconds=round(sum(run["seconds"] for run in runs), 1))
   if len(runs) > 1:
     summary["seeds"] = runs
   return summary
+
+
+def gains(finetuned: dict, scratch: dict) -> dict:
+  """gain_top1 (and gain_flip_top1 where both stages have flip scores)."""
+  return {f"gain_{key}": round(finetuned[key] - scratch[key], 4)
+          for key in ("top1", "flip_top1") if key in finetuned and key in scratch}
 
 
 def main(argv=None) -> dict:
@@ -316,8 +324,7 @@ def main(argv=None) -> dict:
       "downstream": {"classes": len(downstream_classes), "train_per_class": args.per_class,
                      "resolution": config.resolution, "eval_examples": 4000, "arg": args.finetune_arg},
       **results,
-      **{f"gain_{key}": round(results["finetuned"][key] - results["scratch"][key], 4)
-         for key in ("top1", "flip_top1") if key in results["scratch"]},
+      **gains(results["finetuned"], results["scratch"]),
       "workdir": workdir,
   }
   print(json.dumps(report))

@@ -535,11 +535,16 @@ def class_names_differ(reference: Optional[list], names: Optional[list]
                        ) -> Optional[str]:
   """None when the two lists name the same classes in the same order (or
   either is unknown); else '(missing: [...]; not in the reference: [...])'.
+  Names compare as strings (a checkpoint records `str(name)`; a
+  dataset_info.json may hold integers).
 
   A folder numbers its classes by its sorted folder names, so one set missing
   a class, or naming them otherwise, would give its labels other meanings.
   """
-  if reference is None or names is None or list(reference) == list(names):
+  if reference is None or names is None:
+    return None
+  reference, names = [str(n) for n in reference], [str(n) for n in names]
+  if reference == names:
     return None
   missing = sorted(set(reference) - set(names))
   extra = sorted(set(names) - set(reference))

@@ -21,7 +21,8 @@ under the run's `data.label_key` unless `--label-key` says otherwise, and raw
 shards with no dataset_info.json with the head's class count, multi-label as
 the run's training source was (`--multi-label` / `--no-multi-label`
 override). A set whose class names differ from the run's is refused (its
-labels would mean other classes); an unreadable record stops the command
+labels would mean other classes) unless `--ignore-class-names` says label i
+is the run's class i all the same; an unreadable record stops the command
 unless the run skipped them or `--skip-corrupt` is given.
 
 The paper evaluates at a higher resolution than it trains (F0: 192 -> 256):
@@ -117,8 +118,8 @@ def open_eval_source(data: str, model, info: dict[str, Any],
 def check_label_space(source: sources.Source, model,
                       label_names: list | None = None) -> None:
   """The head must score exactly the source's classes: as many, and where the
-  run recorded its class names (`label_names`) and the source names its own,
-  the same ones in the same order."""
+  run recorded its class names (`label_names`; None skips this) and the
+  source names its own, the same ones in the same order."""
   if source.num_classes != model.num_classes:
     raise UserError(
         f"{source.spec} has {source.num_classes} classes but the weights' head "
@@ -130,7 +131,9 @@ def check_label_space(source: sources.Source, model,
         f"{source.spec} does not name the weights' classes in their order "
         f"{differs}, so its labels would be scored as other classes. Evaluate "
         "on a set with the training set's classes (an empty folder for a "
-        "class with no images).")
+        "class with no images), or, where its label i does mean the run's "
+        "class i (say, folders named by class index), pass "
+        "--ignore-class-names.")
 
 
 def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
@@ -140,6 +143,7 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
                      flip_average: bool = False,
                      multi_label: bool | None = None,
                      skip_corrupt: bool | None = None,
+                     check_class_names: bool = True,
                      show_progress: bool = False) -> list[dict[str, Any]]:
   """One result dict per resolution (the JSON objects the command prints).
 
@@ -147,6 +151,8 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
   `flip_average`: add `flip_top1` / `flip_topK`, each image scored by the mean
   of its and its mirror image's class probabilities. `multi_label` (raw
   shards only) and `skip_corrupt` None: as the run had them.
+  `check_class_names` False: score label i as the run's class i whatever the
+  set calls it.
   """
   model, params, info = nfnet.load(weights, ema=ema)
   crop_fraction = eval_crop_fraction or info["eval_crop_fraction"]
@@ -161,7 +167,8 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
   source = open_eval_source(data, model, info, label_key, multi_label)
   if skip_corrupt is None:
     skip_corrupt = bool(run_data_config(info).get("skip_corrupt"))
-  check_label_space(source, model, info["label_names"])
+  check_label_space(source, model,
+                    info["label_names"] if check_class_names else None)
   eval_step = training.make_eval_step(model, mesh, flip_average=flip_average,
                                       loss=info["loss"])
   device_params = parallel.replicate(params, mesh)
@@ -251,6 +258,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       default=None,
                       help="skip and count unreadable records instead of "
                       "stopping (default: the run's data.skip_corrupt)")
+  parser.add_argument("--ignore-class-names", action="store_true",
+                      help="score the set's label i as the run's class i even "
+                      "where the names differ (e.g. folders named by index)")
   parser.add_argument("--num-workers", type=int, default=0,
                       help="decoding worker processes per host")
   parser.add_argument("--distributed", action="store_true", default=None,
@@ -270,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_crop_fraction=args.eval_crop_fraction, label_key=args.label_key,
         num_workers=args.num_workers, flip_average=args.flip_average,
         multi_label=args.multi_label, skip_corrupt=args.skip_corrupt,
-        show_progress=True)
+        check_class_names=not args.ignore_class_names, show_progress=True)
   except cli.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -412,3 +412,13 @@ def test_dataset_info_round_trip(tmp_path):
   assert json.loads((tmp_path / dataset_info.INFO_FILENAME).read_text())["num_classes"] == 4
   with pytest.raises(ValueError, match="num_classes"):
     dataset_info.write_info(str(tmp_path), {"multi_label": True})
+
+
+def test_class_names_differ_compares_names_as_strings_and_in_order():
+  # A checkpoint records str(name); a dataset_info.json may hold integers.
+  assert sources.class_names_differ(["0", "1"], [0, 1]) is None
+  assert sources.class_names_differ(None, ["a"]) is None
+  assert sources.class_names_differ(["a", "b"], ["b", "a"]) == (
+      "(the same names in another order)")
+  assert sources.class_names_differ(["a", "b"], ["a", "c"]) == (
+      "(missing: ['b']; not in the reference: ['c'])")

@@ -134,3 +134,13 @@ def test_flip_averaged_scores_are_reported_when_the_run_has_them(benchmark_modul
   plain = {"eval/top1": 0.8, "eval_ema/top1": 0.81}
   assert "flip_top1" not in transfer.summarise_seeds(
       [{"seed": 0, **transfer.scores_of(plain), "seconds": 1.0}], steps=300)
+  # A seed finished before flip scores existed (a reused workdir): the flip
+  # mean is left out rather than taken over the other seeds or a KeyError.
+  mixed = [runs[0], {"seed": 1, **transfer.scores_of(plain), "seconds": 1.0}]
+  summary = transfer.summarise_seeds(mixed, steps=300)
+  assert "flip_top1" not in summary and summary["top1"] == pytest.approx(0.8)
+  assert transfer.gains({"top1": 0.9, "flip_top1": 0.92}, summary) == {
+      "gain_top1": pytest.approx(0.1)}
+  assert transfer.gains({"top1": 0.9, "flip_top1": 0.92},
+                        {"top1": 0.8, "flip_top1": 0.8}) == {
+      "gain_top1": pytest.approx(0.1), "gain_flip_top1": pytest.approx(0.12)}

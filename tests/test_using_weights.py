@@ -132,6 +132,10 @@ def test_evaluate_refuses_a_set_naming_other_classes(finetuned, folders, tmp_pat
   err = capsys.readouterr().err
   assert "does not name the weights' classes" in err
   assert f"missing: ['{CLASSES[0]}']; not in the reference: ['z_other']" in err
+  # Told that label i is class i all the same, it scores the set.
+  assert evaluate_cli.main(["--weights", workdir, "--data",
+                            f"folder:{tmp_path / 'val'}", "--batch-size", "4",
+                            "--ignore-class-names"]) == 0
 
 
 def test_evaluate_skips_corrupt_images_only_when_asked(finetuned, folders, tmp_path,
