@@ -302,14 +302,16 @@ def tfdata_iterator(path: str, *, batch_size: int, resolution: int, workers: int
     image = tf_inception_crop_decode(tf, parsed["image/encoded"], resolution)
     return image, tf.cast(parsed["image/class/label"][0], tf.int32)
 
+  # 0 workers: tf.data maps in sequence, as ours decodes in-process.
+  parallel_calls = workers or None
   ds = tf.data.TFRecordDataset(path).repeat().shuffle(min(num_images, 10_000), seed=0)
-  ds = ds.map(example, num_parallel_calls=workers)
+  ds = ds.map(example, num_parallel_calls=parallel_calls)
   if heavy:
     magnitude = augment.imagenet_recipe(HEAVY_VARIANT).randaugment_magnitude
     ds = ds.batch(2 * batch_size, drop_remainder=True)
-    ds = ds.map(lambda x, y: tf_mix_halves(tf, x, y), num_parallel_calls=workers)
+    ds = ds.map(lambda x, y: tf_mix_halves(tf, x, y), num_parallel_calls=parallel_calls)
     ds = ds.unbatch().map(lambda x, y: (tf_randaugment(tf, x, 4, magnitude), y),
-                          num_parallel_calls=workers)
+                          num_parallel_calls=parallel_calls)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
   options = tf.data.Options()
   options.threading.private_threadpool_size = workers

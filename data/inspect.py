@@ -3,8 +3,9 @@
     python -m data.inspect SOURCE [--check] [--json] [--write-info] [--sample N]
 
 prints the number of examples, the number of classes (from the metadata, else
-the largest label + 1; and the number seen), whether it is multi-label, and labels per example (from an
-evenly spaced sample of ``--sample`` records, all of them with ``--check`` or
+the largest label + 1; and the number seen), whether it is multi-label (from
+the metadata, else whether any example scanned holds other than one label),
+and labels per example (from an evenly spaced sample of ``--sample`` records, all of them with ``--check`` or
 ``--sample 0``). ``--check`` reads, parses and fully decodes every record, in
 ``--workers`` processes, and lists every corrupt record by file and record
 index; the command then exits with status 1. Records whose labels do not fit
@@ -131,7 +132,11 @@ def inspect_source(source: sources_lib.Source, *, check: bool = False, sample: i
       # The metadata's count when there is one, else what the labels imply.
       "num_classes": source.num_classes or (max_label + 1 if max_label is not None else None),
       "num_classes_from": "metadata" if source.num_classes else "labels",
-      "multi_label": source.multi_label,
+      # The metadata's kind when it says; else what the labels show (several
+      # or none on one example), as --write-info records it.
+      "multi_label": (source.multi_label if source.num_classes
+                      else labels_look_multi_label(labels_per_example)),
+      "multi_label_from": "metadata" if source.num_classes else "labels",
       "observed_num_classes": len(class_counts),
       "max_label": max_label,
       "scanned": int(len(positions)),
@@ -144,6 +149,12 @@ def inspect_source(source: sources_lib.Source, *, check: bool = False, sample: i
       "checked": check,
       "corrupt": corrupt,
   }
+
+
+def labels_look_multi_label(labels_per_example) -> bool:
+  """Whether examples hold other than exactly one label (several, or none),
+  given the numbers of labels per example seen (a histogram's keys)."""
+  return any(int(count) != 1 for count in labels_per_example)
 
 
 def _info_directory(source: sources_lib.Source) -> str:
@@ -159,10 +170,13 @@ def _info_directory(source: sources_lib.Source) -> str:
 
 def write_info_from_report(source: sources_lib.Source, report: dict[str, Any]) -> str:
   directory = _info_directory(source)
+  if report["max_label"] is None:
+    raise ValueError(f"{source.spec}: no labels found in the {report['scanned']} "
+                     "records scanned, so the class count cannot be inferred; "
+                     "write dataset_info.json by hand (num_classes, multi_label).")
   info = dataset_info.read_info(directory) or {}
-  multi_label = (report["labels_per_example"]["max"] or 0) > 1 or \
-      (report["labels_per_example"]["min"] == 0)
-  info.update(num_classes=int(report["max_label"]) + 1, multi_label=bool(multi_label),
+  multi_label = labels_look_multi_label(report["labels_per_example"]["histogram"])
+  info.update(num_classes=int(report["max_label"]) + 1, multi_label=multi_label,
               image_key=getattr(source, "image_key", None),
               label_key=getattr(source, "label_key", None))
   return dataset_info.write_info(directory, info)
@@ -175,7 +189,7 @@ def _print_text(report: dict[str, Any]) -> None:
   print(f"classes:             {report['num_classes']} (from the {report['num_classes_from']}); "
         f"{report['observed_num_classes']} seen in {report['scanned']} records, "
         f"largest label {report['max_label']}")
-  print(f"multi-label:         {report['multi_label']}")
+  print(f"multi-label:         {report['multi_label']} (from the {report['multi_label_from']})")
   print(f"labels per example:  min {per['min']}, mean {per['mean']:.3f}, max {per['max']}"
         if per["min"] is not None else "labels per example:  (nothing scanned)")
   # Label problems (a label out of range, several in a single-label source)

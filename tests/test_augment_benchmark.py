@@ -79,13 +79,15 @@ def test_measure_counts_the_pipelines_cpu_time(benchmark_module):
 def test_input_pipeline_benchmark_json():
   command = [sys.executable, os.path.join(ROOT, "benchmarks", "input_pipeline.py"),
              "--num-images", "16", "--batch-size", "4", "--batches", "2", "--heavy-batches", "1",
-             "--warmup", "1", "--rounds", "1", "--workers", "1", "--resolution", "32",
+             "--warmup", "1", "--rounds", "1", "--workers", "0,1", "--resolution", "32",
              "--no-decoders", "--json"]
   result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   rows = {(row["pipeline"], row["workers"]): row for row in report["rows"]}
-  assert set(rows) == {("base", 1), ("heavy", 1)}
+  # 0 workers: ours decodes in-process and tf.data maps in sequence.
+  assert set(rows) == {("base", 0), ("heavy", 0), ("base", 1), ("heavy", 1)}
+  assert rows[("base", 0)]["tfdata_images_per_s"] > 0
   # The headline is the base pipeline at the largest worker count that fits.
   base = rows[("base", 1)]
   assert (report["ours_images_per_s"], report["tfdata_images_per_s"], report["workers"]) == (

@@ -84,9 +84,20 @@ def test_inspect_without_check_and_write_info(tmp_path, capsys):
   report = json.loads(capsys.readouterr().out)
   assert (report["num_classes"], report["num_classes_from"], report["max_label"]) == (3, "labels", 2)
   assert report["labels_per_example"]["histogram"] == {"0": 2, "1": 2, "2": 1, "3": 1}
+  # No metadata: the report's label kind is what the labels show, as written.
+  assert (report["multi_label"], report["multi_label_from"]) == (True, "labels")
   source = sources.open_source(f"arrayrecord:{tmp_path}/*")
   assert source.num_classes == 3 and source.multi_label
   assert inspect_tool.main([f"arrayrecord:{tmp_path}/nothing*"]) == 2
+
+
+def test_write_info_without_any_label_is_one_error_line(tmp_path, capsys):
+  _write(str(tmp_path), "arrayrecord", [3], labels_of=lambda i: [])
+  assert inspect_tool.main([f"arrayrecord:{tmp_path}/*", "--write-info",
+                            "--workers", "1"]) == 2
+  err = capsys.readouterr().err
+  assert "no labels found in the 3 records scanned" in err and "Traceback" not in err
+  assert not os.path.exists(tmp_path / "dataset_info.json")
 
 
 def test_convert_tfrecord_to_arrayrecord_is_faithful_and_restartable(tmp_path):
