@@ -75,6 +75,23 @@ def read_info_for_files(paths: Sequence[str]) -> Optional[dict[str, Any]]:
   return first
 
 
+def _check_split_names_apart(directory: str, split: str, suffix: str,
+                             names: Sequence[str]) -> None:
+  """Refuses a split whose name is another's plus '-...' (or the reverse):
+  `train-*` would read `train-small-*` shards as its own."""
+  any_shard = re.compile(rf"(.+)-\d{{5}}-of-\d{{5}}{re.escape(suffix)}$")
+  others = {m.group(1) for m in map(any_shard.match, names) if m} - {split}
+  for other in sorted(others):
+    shorter, longer = sorted((split, other), key=len)
+    if longer.startswith(f"{shorter}-"):
+      raise DataError(
+          f"{directory} holds split '{other}', and its shards and those of split "
+          f"'{split}' would both match {shorter}-*{suffix}: split '{shorter}' "
+          f"would read '{longer}' as its own. Name the split without a hyphen "
+          f"after the other's name (e.g. '{longer.replace('-', '_')}'), or write "
+          "it elsewhere.")
+
+
 def check_no_foreign_shards(directory: str, split: str, suffix: str,
                             shards: Sequence[str]) -> None:
   """Refuses to write `shards` where other `split-*` shards already lie.
@@ -85,8 +102,9 @@ def check_no_foreign_shards(directory: str, split: str, suffix: str,
   """
   pattern = re.compile(rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}{re.escape(suffix)}$")
   wanted = {os.path.basename(path) for path in shards}
-  foreign = sorted(name for name in (os.listdir(directory) if os.path.isdir(directory) else [])
-                   if pattern.match(name) and name not in wanted)
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  foreign = sorted(name for name in names if pattern.match(name) and name not in wanted)
+  _check_split_names_apart(directory, split, suffix, names)
   if foreign:
     raise DataError(
         f"{directory} already holds {len(foreign)} '{split}' shards of another "

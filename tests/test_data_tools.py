@@ -144,6 +144,18 @@ def test_convert_refuses_shards_of_another_count_and_another_label_space(
   assert "says 3 classes" in capsys.readouterr().err
   assert sorted(os.listdir(out)) == before  # nothing written by either
   assert len(sources.open_source(f"arrayrecord:{out}/train-*")) == 13
+  # A split named 'train-small' would be read by train's pattern train-*:
+  # refused, whichever of the two is written first.
+  assert convert.main([spec, "--num-classes", "3", "--out", str(out),
+                       "--split", "train-small", "--workers", "1"]) == 1
+  assert "split 'train' would read 'train-small' as its own" in capsys.readouterr().err
+  other = tmp_path / "ar2"
+  assert convert.main([spec, "--num-classes", "3", "--out", str(other),
+                       "--split", "val-a", "--workers", "1"]) == 0
+  assert convert.main([spec, "--num-classes", "3", "--out", str(other),
+                       "--split", "val", "--workers", "1"]) == 1
+  assert "'val_a'" in capsys.readouterr().err
+  assert len(sources.open_source(f"arrayrecord:{out}/train-*")) == 13
 
 
 def test_synthetic_refuses_to_mix_shard_counts(tmp_path):
