@@ -247,10 +247,10 @@ def test_flip_average_scores_the_mean_of_an_image_and_its_mirror(loss):
   # 2 so that the images' predictions differ.
   params["classifier"]["kernel"] = params["classifier"]["kernel"] * 10.0
 
-  def logits_of(x):
-    return np.asarray(model.apply({"params": params},
-                                  training.normalize_images(jnp.asarray(x)),
-                                  is_training=False), np.float64)
+  apply = jax.jit(lambda x: model.apply({"params": params},
+                                        training.normalize_images(x),
+                                        is_training=False))
+  logits_of = lambda x: np.asarray(apply(np.ascontiguousarray(x)), np.float64)
 
   def probabilities(logits):
     if loss == "sigmoid":
