@@ -13,7 +13,7 @@ from ml_collections import config_flags
 
 from data.errors import DataError
 from nfnet.errors import UserError
-from nfnet.train import metrics, parallel
+from nfnet.train import parallel
 
 FLAGS = flags.FLAGS
 
@@ -53,6 +53,9 @@ def run_program(train: Callable[[Any, str], dict]) -> None:
 
   def main(argv):
     del argv
+    # metrics brings in clu's TensorBoard writer (and TensorFlow, 3 s): only
+    # for a program that runs, not for the recipes' plans and dry runs.
+    from nfnet.train import metrics  # pylint: disable=import-outside-toplevel
     metrics.quiet_library_logs()
     parallel.maybe_initialize_distributed(FLAGS.distributed)
     run_with_clear_errors(lambda: train(_loaded_config(), FLAGS.workdir))
