@@ -142,7 +142,7 @@ def load_deepmind(path: str | os.PathLike,
 
 def load_timm(path: str | os.PathLike,
               **model_overrides: Any) -> tuple[NFNet, dict]:
-  """Reads a timm `dm_nfnet_*` state dict (.safetensors, or .pth with torch)
+  """Reads a timm `dm_nfnet_*` state dict (.safetensors, .pth or .bin)
   -> (NFNet with timm's numerics, params)."""
   return convert_timm_state_dict(read_timm_state_dict(path), str(path),
                                  **model_overrides)

@@ -13,7 +13,6 @@ import pickle
 import subprocess
 import sys
 import types
-import importlib.util
 
 import dill
 import jax
@@ -25,6 +24,7 @@ from flax import traverse_util
 from numpy.lib.stride_tricks import sliding_window_view
 from safetensors.numpy import save_file
 from scipy.special import erf
+from test_torch_zip import Storage, Tensor, write_archive
 
 from data import synthetic
 from finetune import main as finetune_main
@@ -618,17 +618,20 @@ def test_full_size_timm_variant_is_inferred(variant, num_params):
   assert count_params(params) == num_params
 
 
-def test_timm_pth_needs_torch_or_matches_safetensors(tmp_path):
+def test_timm_pth_reads_without_torch_and_matches_safetensors(tmp_path,
+                                                              monkeypatch):
+  """The same state dict as a torch.save archive (.pth, Hugging Face's
+  pytorch_model.bin) and as safetensors gives the same parameters; no torch
+  is needed. The archive is built in torch.save's layout
+  (tests/test_torch_zip.py checks that layout against torch.save's own
+  output)."""
   sd = tiny_timm_state_dict()
-  pth = tmp_path / "dm_nfnet_tiny.pth"
-  if importlib.util.find_spec("torch") is None:
-    pth.write_bytes(b"PK\x03\x04 a torch zip archive")
-    with pytest.raises(convert.WeightImportError,
-                       match="needs torch.*safetensors"):
-      convert.load_timm(pth)
-    return
-  import torch
-  torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, pth)
+  strides = lambda shape: [int(np.prod(shape[i + 1:])) for i in range(len(shape))]
+  archive = {name: Tensor(Storage(str(i), value.ravel()), 0, value.shape,
+                          strides(value.shape))
+             for i, (name, value) in enumerate(sd.items())}
+  pth = tmp_path / "pytorch_model.bin"
+  write_archive(pth, {"state_dict": archive, "epoch": 10}, monkeypatch)
   st = tmp_path / "dm_nfnet_tiny.safetensors"
   save_file(sd, str(st))
   _, from_pth = convert.load_timm(pth)

@@ -1,4 +1,5 @@
-"""Reading timm state dicts (.safetensors; .pth when PyTorch is installed)."""
+"""Reading timm state dicts (.safetensors; .pth and pytorch_model.bin without
+PyTorch)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ from typing import Mapping
 import numpy as np
 
 from nfnet.errors import WeightImportError
+from nfnet.weights import torch_zip
+
 
 def _is_safetensors(path) -> bool:
   """safetensors files start with a little-endian u64 header size, then '{'."""
@@ -34,22 +37,43 @@ def read_timm_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _read_torch_state_dict(path) -> dict[str, np.ndarray]:
+  """A .pth / pytorch_model.bin state dict. torch.save's zip archives (PyTorch
+  1.6 and later: every timm and Hugging Face file) are read without PyTorch;
+  the older format needs torch itself."""
+  if torch_zip.is_torch_zip(path):
+    state = torch_zip.load(path)
+  else:
+    state = _torch_load_legacy(path)
+  for wrapper in ("state_dict", "model"):  # Training checkpoints nest it.
+    if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+      state = state[wrapper]
+  if not isinstance(state, Mapping):
+    raise WeightImportError(f"{path} holds a {type(state).__name__}, not a "
+                            "state dict")
+  return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+
+
+def _torch_load_legacy(path):
+  """Files in PyTorch's format from before 1.6 (not a zip archive)."""
   try:
-    import torch  # Optional: only .pth files need it.
+    import torch  # Optional: only the pre-1.6 format needs it.
   except ImportError:
     raise WeightImportError(
-        f"{path} is a PyTorch file; reading it needs torch, which is not "
-        "installed. Either `pip install torch`, or use the .safetensors file "
-        "of the same weights (timm publishes one, e.g. model.safetensors in "
-        "the Hugging Face repository timm/dm_nfnet_f0.dm_in1k; or convert with "
-        "safetensors.torch.save_file on a machine that has torch).") from None
+        f"{path} is not a safetensors file nor a torch.save zip archive; if "
+        "it was saved by PyTorch before 1.6, reading it needs torch, which "
+        "is not installed. Either `pip install torch`, or use the "
+        ".safetensors file of the same weights (timm publishes one, e.g. "
+        "model.safetensors in the Hugging Face repository "
+        "timm/dm_nfnet_f0.dm_in1k).") from None
   try:
     state = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many types for bad or unsafe files.
     raise WeightImportError(f"{path} could not be read by torch.load("
                             f"weights_only=True): {e}") from None
-  for wrapper in ("state_dict", "model"):  # Training checkpoints nest it.
-    if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-      state = state[wrapper]
-  return {k: v.detach().float().numpy() for k, v in state.items()
-          if torch.is_tensor(v)}
+  return _numpy_tensors(state, torch)
+
+
+def _numpy_tensors(state, torch):
+  if isinstance(state, Mapping):
+    return {k: _numpy_tensors(v, torch) for k, v in state.items()}
+  return state.detach().float().numpy() if torch.is_tensor(state) else state
