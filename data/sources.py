@@ -349,10 +349,17 @@ def parse_tfds_spec(rest: str) -> tuple[str, str]:
 
 
 def _tfds_feature(features, key: str):
-  feature = features
+  """(the feature at `key`, whether it holds several values per example).
+  A `/`-path walks nested features: `objects/label` of a Sequence of
+  {label, bbox} (VOC's, COCO's objects) is a ClassLabel inside a Sequence,
+  so each image has as many labels as objects."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  feature, repeated = features, False
   for part in key.split("/"):
     feature = feature[part]
-  return feature
+    while isinstance(feature, tfds.features.Sequence):
+      repeated, feature = True, feature.feature
+  return feature, repeated
 
 
 class TFDSSource(ExampleSource):
@@ -391,14 +398,11 @@ class TFDSSource(ExampleSource):
   def _tfds_label_space(self, info) -> LabelSpace:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     try:
-      feature = _tfds_feature(info.features, self.label_key)
+      feature, multi_label = _tfds_feature(info.features, self.label_key)
     except KeyError:
       raise DataError(
           f"TFDS dataset {info.name} has no feature {self.label_key!r}; its features are "
           f"{list(info.features.keys())}. Pass label_key=...") from None
-    multi_label = isinstance(feature, tfds.features.Sequence)
-    if multi_label:
-      feature = feature.feature
     if not isinstance(feature, tfds.features.ClassLabel):
       return LabelSpace(None, multi_label)
     return LabelSpace(feature.num_classes, multi_label, list(feature.names))

@@ -348,6 +348,10 @@ def test_conflicting_dataset_infos_are_refused(tmp_path):
 # --------------------------------------------------------------------------- TFDS
 
 
+# Each image's objects in tiny_colours, by index mod 4.
+OBJECT_LABELS = ([0], [1, 2], [2], [0, 1, 2])
+
+
 @pytest.fixture(scope="module")
 def tiny_tfds_dir(tmp_path_factory):
   """A 3-class TFDS dataset built offline in array_record format; returns its data_dir."""
@@ -360,6 +364,10 @@ def tiny_tfds_dir(tmp_path_factory):
       return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
           "image": tfds.features.Image(shape=(None, None, 3)),
           "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
+          # Labels nested in a Sequence, as VOC's and COCO's objects.
+          "objects": tfds.features.Sequence({
+              "label": tfds.features.ClassLabel(names=["circle", "square", "star"]),
+              "area": tfds.features.Tensor(shape=(), dtype=np.float32)}),
           "file_name": tfds.features.Text()}))
 
     def _split_generators(self, dl_manager):
@@ -369,7 +377,9 @@ def tiny_tfds_dir(tmp_path_factory):
       for i in range(n):
         image = np.zeros((20, 30, 3), np.uint8)
         image[..., i % 3] = 200
-        yield i, {"image": image, "label": i % 3, "file_name": f"f{i}.png"}
+        yield i, {"image": image, "label": i % 3, "file_name": f"f{i}.png",
+                  "objects": {"label": OBJECT_LABELS[i % 4],
+                              "area": [0.5] * len(OBJECT_LABELS[i % 4])}}
 
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   TinyColours(data_dir=data_dir, file_format="array_record").download_and_prepare()
@@ -397,6 +407,19 @@ def test_tfds_source_from_a_locally_prepared_dataset(tiny_tfds_dir):
   assert train_batch["image"].shape == (4, 16, 16, 3)
   with pytest.raises(FileNotFoundError, match="Prepare it first"):
     sources.open_source("tfds:no_such_dataset/train", data_dir=tiny_tfds_dir)
+
+
+def test_tfds_labels_nested_in_a_sequence_are_multi_label(tiny_tfds_dir):
+  """label_key=objects/label: a ClassLabel inside a Sequence of objects gives
+  each image the labels of all its objects."""
+  source = sources.open_source("tfds:tiny_colours/train", data_dir=tiny_tfds_dir,
+                               label_key="objects/label")
+  assert (source.num_classes, source.multi_label) == (3, True)
+  assert source.label_names == ["circle", "square", "star"]
+  for index in range(len(source)):
+    record = source[index]
+    example = int(record.id[1:-len(".png")])
+    assert sorted(record.labels.tolist()) == OBJECT_LABELS[example % 4]
 
 
 def test_inspect_checks_a_tfds_source(tiny_tfds_dir, capsys):
