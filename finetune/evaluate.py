@@ -35,8 +35,8 @@ beside the plain scores; twice the compute), as runs with
 
 One line per resolution; with `--json` one JSON object per line:
     {"weights": ..., "ema": false, "data": ..., "resolution": 224,
-     "crop_fraction": 0.875, "examples": 50000, "top1": 0.836, "top5": 0.968,
-     "multi_label": false, "seconds": 41.2}
+     "crop_fraction": 0.875, "examples": 50000, "corrupt_skipped": 0,
+     "top1": 0.836, "top5": 0.968, "multi_label": false, "seconds": 41.2}
 
 Many hosts: run the same command on every host with `--distributed` (or
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID set); each reads
@@ -189,6 +189,7 @@ def evaluate_weights(weights: str, data: str, resolutions: Sequence[int] | None,
         "weights": weights, "ema": ema, "data": data, "resolution": resolution,
         "crop_fraction": round(transform.eval_crop_fraction_for(), 4),
         "examples": int(metrics["eval/examples"]),
+        "corrupt_skipped": evaluation.corrupt_records_skipped(batches),
         **scores_of(metrics, "eval/top"), **scores_of(metrics, "eval/flip_top"),
         "multi_label": source.multi_label,
         "seconds": round(time.perf_counter() - start, 2)})
@@ -217,8 +218,10 @@ def format_result(result: dict[str, Any]) -> str:
   scores = "  ".join(f"{metric_name(key, result['multi_label'])} {value:.2%}"
                      for key, value in result.items()
                      if key.startswith(("top", "flip_top")))
+  skipped = (f", {result['corrupt_skipped']:,} corrupt records skipped"
+             if result.get("corrupt_skipped") else "")
   return (f"{result['resolution']} px, crop {result['crop_fraction']:.3f}: {scores}  "
-          f"({result['examples']:,} examples, {result['seconds']:.1f}s)")
+          f"({result['examples']:,} examples{skipped}, {result['seconds']:.1f}s)")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -244,6 +244,13 @@ def test_skip_corrupt_skips_and_counts(corrupt_source):
   assert sorted(labels) == [i for i in range(12) if i != 7]
   assert eval_loader.num_corrupt_skipped == 1
 
+  # An evaluation pass reports what it left out beside what it scored.
+  from nfnet.train import evaluation, parallel  # pylint: disable=import-outside-toplevel
+  count_real = lambda params, batch: {"count": batch["mask"].sum()}
+  metrics = evaluation.evaluate(count_real, {"eval": None}, eval_loader,
+                                parallel.make_data_mesh())
+  assert (metrics["eval/examples"], metrics["eval/corrupt_skipped"]) == (11, 1)
+
 
 class _PairMean:
   """Averages example i with example B + i and records the rng draw: a test transform."""

@@ -150,7 +150,10 @@ def test_evaluate_skips_corrupt_images_only_when_asked(finetuned, folders, tmp_p
   assert evaluate_cli.main(args) == 1  # the run's data.skip_corrupt: False
   assert "broken.jpg" in capsys.readouterr().err
   assert evaluate_cli.main(args + ["--skip-corrupt"]) == 0
-  assert json.loads(capsys.readouterr().out)["examples"] == 12
+  result = json.loads(capsys.readouterr().out)
+  assert (result["examples"], result["corrupt_skipped"]) == (12, 1)
+  assert evaluate_cli.main(args[:-1] + ["--skip-corrupt"]) == 0
+  assert "(12 examples, 1 corrupt records skipped, " in capsys.readouterr().out
 
 
 def test_evaluate_reads_raw_shards_as_the_run_s_training_source_was(finetuned,

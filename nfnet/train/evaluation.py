@@ -5,6 +5,7 @@ from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from nfnet.errors import UserError
@@ -29,7 +30,20 @@ def evaluate(eval_step, params_by_name: dict[str, Any],
     results.update({f"{name}/{k}": float(v) / count
                     for k, v in totals.items() if k != "count"})
     results[f"{name}/examples"] = float(totals["count"])
+    skipped = corrupt_records_skipped(eval_batches)
+    if skipped:  # The same sum on every process, so the same keys.
+      results[f"{name}/corrupt_skipped"] = float(skipped)
   return results
+
+
+def corrupt_records_skipped(eval_batches) -> int:
+  """Corrupt records the latest pass of `eval_batches` left out (a loader
+  with skip_corrupt=True counts them), summed over processes."""
+  skipped = int(getattr(eval_batches, "num_corrupt_skipped", 0))
+  if jax.process_count() == 1:
+    return skipped
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return int(np.sum(multihost_utils.process_allgather(np.int64(skipped))))
 
 
 def params_to_evaluate(state) -> dict[str, Any]:
