@@ -205,6 +205,19 @@ def test_merge_reports_missing_unexpected_and_misshaped_together():
   assert "classifier" not in message  # a class-count change is head surgery
 
 
+def test_reinit_head_replaces_a_head_of_the_same_shape_only_when_asked():
+  init = {"a": {"kernel": np.zeros((2, 2))},
+          "classifier": {"kernel": np.zeros((2, 3)), "bias": np.zeros(3)}}
+  loaded = {"a": {"kernel": np.ones((2, 2))},
+            "classifier": {"kernel": np.ones((2, 3)), "bias": np.ones(3)}}
+  kept, notes = checkpoints.merge_pretrained(init, loaded)
+  assert notes == [] and kept["classifier"]["kernel"].sum() == 6
+  fresh, notes = checkpoints.merge_pretrained(init, loaded, reinit_head=True)
+  assert notes == ["classifier re-initialised (asked)"]
+  assert fresh["classifier"]["kernel"].sum() == 0 and fresh["classifier"]["bias"].sum() == 0
+  assert fresh["a"]["kernel"].sum() == 4  # the body still comes from the checkpoint
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     pretrained, corpus, tmp_path):
   unbroken, _ = pretrained
