@@ -56,6 +56,7 @@ def test_a_torch_save_checkpoint_reads_without_torch():
   assert (checkpoint["epoch"], checkpoint["arch"]) == (3, "dm_nfnet_f0")
   assert isinstance(checkpoint["args"], torch_zip.OpaqueObject)
   assert checkpoint["args"].qualified_name == "argparse.Namespace"
+  assert checkpoint["args"].args == ()  # built without arguments, then its state
   assert checkpoint["args"].state == {"lr": 0.1, "model": "dm_nfnet_f0"}
   np.testing.assert_array_equal(
       checkpoint["optimizer"]["state"][0]["momentum_buffer"], np.ones((2, 3, 4)))
