@@ -212,7 +212,9 @@ class _TrainExample:
     for attempt in range(MAX_CONSECUTIVE_CORRUPT):
       try:
         example = self.reader.read((int(index) + attempt) % num_records, rng)
-        example[_NUM_CORRUPT] = attempt
+        # One replaced record, however many corrupt ones the walk to the
+        # next good one passed: the count is corrupt records per pass.
+        example[_NUM_CORRUPT] = int(attempt > 0)
         return example
       except sources_lib.CorruptRecordError as e:
         if not self.reader.skip_corrupt:

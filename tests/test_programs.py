@@ -9,7 +9,7 @@ import pytest
 import simplejpeg
 from flax import traverse_util
 
-from data import synthetic
+from data import synthetic, tf_example
 from finetune import main as finetune_main
 from finetune.configs import synthetic as finetune_synthetic
 from nfnet.errors import UserError
@@ -203,6 +203,31 @@ def test_merge_reports_missing_unexpected_and_misshaped_together():
   assert "missing from checkpoint: b/kernel" in message
   assert "unexpected in checkpoint: c/kernel" in message
   assert "classifier" not in message  # a class-count change is head surgery
+
+
+def test_skipped_corrupt_training_records_are_counted_in_the_log(corpus,
+                                                                 tmp_path):
+  from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=import-outside-toplevel
+  data = tmp_path / "data"
+  shutil.copytree(os.path.join(corpus, "pretrain"), data / "pretrain")
+  # One more shard: 8 records whose image bytes are not an image.
+  writer = ArrayRecordWriter(str(data / "pretrain" / "train-broken.array_record"),
+                             "group_size:1")
+  for index in range(8):
+    writer.write(tf_example.serialize_example({
+        "image/encoded": b"not a jpeg", "image/class/label": [0],
+        "image/id": f"broken-{index}"}))
+  writer.close()
+  config = _pretrain_config(str(data), steps=25)
+  config.data.skip_corrupt = True
+  workdir = str(tmp_path / "run")
+  pretrain_main.train(config, workdir)
+  # 25 steps of 16 pass exactly twice over the 200 records, 8 of them broken
+  # (one after the other: each is counted once, not once per broken record
+  # the walk to the next good one passes).
+  steps, counts = results.read_scalars(workdir)["data/corrupt_skipped"]
+  assert list(steps) == [3, 6, 9, 12, 15, 18, 21, 24, 25]
+  assert counts[-1] == 16 and list(counts) == sorted(counts)
 
 
 def test_reinit_head_replaces_a_head_of_the_same_shape_only_when_asked():

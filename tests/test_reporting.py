@@ -34,6 +34,21 @@ def test_loss_is_the_window_mean_and_learning_rate_the_value_at_the_step(tmp_pat
   assert list(steps) == [2, 4] and np.allclose(values, [0.5, 1.0])
 
 
+def test_counters_are_logged_beside_the_window_means(tmp_path):
+  """Host-side counts (the trainer's data/corrupt_skipped) are read at each
+  write, not at each step."""
+  reads = []
+  writer = reporting.make_writer(str(tmp_path))
+  logger = reporting.TrainLogger(
+      writer, total_steps=4, batch_size=8, every_steps=2,
+      counters=lambda: reads.append(1) or {"data/corrupt_skipped": len(reads)})
+  for step in range(1, 5):
+    logger(step, {"loss": np.float32(1.0), "learning_rate": np.float32(0.1)})
+  writer.close()
+  steps, values = read_scalars(str(tmp_path))["data/corrupt_skipped"]
+  assert list(steps) == [2, 4] and list(values) == [1, 2]
+
+
 def test_progress_times_finished_steps_not_dispatched_ones(tmp_path, monkeypatch):
   """Steps are dispatched in 0.1 s each; fetching a window's metrics waits
   1 s for the device to finish them. clu's steps_per_sec (and its ETA) must

@@ -5,7 +5,6 @@ from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh
 
 from nfnet.errors import UserError
@@ -39,11 +38,8 @@ def evaluate(eval_step, params_by_name: dict[str, Any],
 def corrupt_records_skipped(eval_batches) -> int:
   """Corrupt records the latest pass of `eval_batches` left out (a loader
   with skip_corrupt=True counts them), summed over processes."""
-  skipped = int(getattr(eval_batches, "num_corrupt_skipped", 0))
-  if jax.process_count() == 1:
-    return skipped
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  return int(np.sum(multihost_utils.process_allgather(np.int64(skipped))))
+  return parallel.sum_over_processes(
+      getattr(eval_batches, "num_corrupt_skipped", 0))
 
 
 def params_to_evaluate(state) -> dict[str, Any]:

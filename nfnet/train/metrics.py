@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import einops
 from absl import logging as absl_logging
@@ -100,11 +100,14 @@ def check_finite(losses: Mapping[int, float]) -> None:
 class TrainLogger:
   """Collects step metrics and writes their mean every `every_steps` steps
   (the learning rate as at that step), with steps/s, images/s and ETA; raises
-  on a non-finite loss."""
+  on a non-finite loss. `counters`, when given, is called at each write for
+  host-side counts to log beside them (it is called on every process)."""
 
   def __init__(self, writer, total_steps: int, batch_size: int,
-               every_steps: int):
+               every_steps: int,
+               counters: Callable[[], dict[str, float]] | None = None):
     self.writer = writer
+    self.counters = counters
     self.every_steps = every_steps
     self.batch_size = batch_size
     self.progress = make_progress(total_steps, writer, every_steps)
@@ -127,6 +130,8 @@ class TrainLogger:
     check_finite({s: float(m["loss"]) for s, m in per_step})
     scalars = host_scalars([m for _, m in per_step])
     scalars.update(self._throughput(step))
+    if self.counters:
+      scalars.update(self.counters())
     self.writer.write_scalars(step, scalars)
 
   def _throughput(self, step: int) -> dict[str, float]:

@@ -108,6 +108,15 @@ def to_global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> Any:
       lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
 
 
+def sum_over_processes(count: int) -> int:
+  """A host-side count summed over all processes (a blocking collective:
+  every process must call it at the same point)."""
+  if jax.process_count() == 1:
+    return int(count)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return int(np.sum(multihost_utils.process_allgather(np.int64(count))))
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a host pytree (identical on every process) on every device."""
   return jax.device_put(tree, replicated(mesh))
