@@ -123,10 +123,13 @@ def train(config, workdir: str, program: Program) -> dict[str, float]:
   # ------------------------------------------------------------------ Loop
   # With data.skip_corrupt, how many corrupt training records the loader
   # has replaced so far (each is also logged as it is skipped).
-  counters = (lambda: {"data/corrupt_skipped": parallel.sum_over_processes(
-      train_data.iterator.num_corrupt_skipped)}) if config.data.skip_corrupt else None
+  def counters() -> dict[str, float]:
+    return {"data/corrupt_skipped": parallel.sum_over_processes(
+        train_data.iterator.num_corrupt_skipped)}
+
   log = metrics.TrainLogger(writer, total_steps, config.batch_size,
-                            config.log_every_steps, counters)
+                            config.log_every_steps,
+                            counters if config.data.skip_corrupt else None)
   logging.info("Training from step %d to %d.", start_step, total_steps)
   latest, step = {}, start_step
   if start_step >= total_steps:
