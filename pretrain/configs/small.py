@@ -40,9 +40,9 @@ the README's "Transfer on real photos" tables hold every variant measured:
   where `steps=4000` fits and transfers about 2 points worse. 6,000 steps,
   SAM, smaller batches for more steps, batch 128, 16 or 20 px, mixing or
   rotation labels spent the same minutes no better. Three times as long
-  does pay: 13,500 steps (about 17 minutes here) fine-tuned to 89.9% and
-  90.3% in two pre-trainings, +12.6 and +13.0 over the from-scratch
-  control; where the minutes allow, raise `steps`.
+  does pay: 13,500 steps (15-17 minutes here) fine-tuned to 90.0% over
+  three pre-trainings, +12.7 over the from-scratch control; where the
+  minutes allow, raise `steps`.
 
 Measured (`python benchmarks/transfer.py --split cifar10 --seeds 0,1,2`):
 on CIFAR-10's six pre-training classes 75.6% eval top-1 (at 24 px) in
