@@ -29,17 +29,21 @@ def evaluate(eval_step, params_by_name: dict[str, Any],
     results.update({f"{name}/{k}": float(v) / count
                     for k, v in totals.items() if k != "count"})
     results[f"{name}/examples"] = float(totals["count"])
-    skipped = corrupt_records_skipped(eval_batches)
-    if skipped:  # The same sum on every process, so the same keys.
-      results[f"{name}/corrupt_skipped"] = float(skipped)
+  # Every pass reads the same records, so one count serves each parameter set.
+  skipped = corrupt_records_skipped(eval_batches)
+  if skipped:  # The same sum on every process, so the same keys.
+    results.update({f"{name}/corrupt_skipped": float(skipped)
+                    for name in params_by_name})
   return results
 
 
 def corrupt_records_skipped(eval_batches) -> int:
   """Corrupt records the latest pass of `eval_batches` left out (a loader
-  with skip_corrupt=True counts them), summed over processes."""
-  return parallel.sum_over_processes(
-      getattr(eval_batches, "num_corrupt_skipped", 0))
+  with skip_corrupt=True counts them), summed over processes; 0, with no
+  collective, for batches that do not count them."""
+  if not hasattr(eval_batches, "num_corrupt_skipped"):
+    return 0
+  return parallel.sum_over_processes(eval_batches.num_corrupt_skipped)
 
 
 def params_to_evaluate(state) -> dict[str, Any]:
