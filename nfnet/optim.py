@@ -28,7 +28,8 @@ reference's warmup.
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,6 +88,72 @@ def agc_mask(params: Params) -> Params:
   return jax.tree_util.tree_map_with_path(
       lambda path, _: _path_names(path)[-2:] != (CLASSIFIER, DECAYED_LEAF),
       params)
+
+
+def path_string(path) -> str:
+  """'nf_block_0/conv0/kernel' from a jax key path: what `lr_multipliers`
+  patterns are matched against."""
+  return "/".join(_path_names(path))
+
+
+# ----------------------------------------------------------------------------
+# Per-parameter learning-rate multipliers
+# ----------------------------------------------------------------------------
+
+def lr_multiplier_tree(params: Params,
+                       multipliers: Sequence[tuple[str, float]]) -> Params:
+  """Each leaf's learning-rate multiplier: that of the first `(pattern,
+  multiplier)` whose regular expression matches the leaf's whole path
+  (`path_string`, e.g. `stem_conv0/kernel`), else 1.
+
+  A pattern that decides no leaf (it matches none, or only leaves an
+  earlier pattern took) raises: a misspelt module name would otherwise leave
+  the run silently unscaled.
+  """
+  compiled = [(re.compile(pattern), float(multiplier))
+              for pattern, multiplier in multipliers]
+  used = set()
+
+  def multiplier_of(path, _) -> float:
+    name = path_string(path)
+    for i, (pattern, multiplier) in enumerate(compiled):
+      if pattern.fullmatch(name):
+        used.add(i)
+        return multiplier
+    return 1.0
+
+  tree = jax.tree_util.tree_map_with_path(multiplier_of, params)
+  unused = [multipliers[i][0] for i in range(len(compiled)) if i not in used]
+  if unused:
+    names = [path_string(path) for path, _ in
+             jax.tree_util.tree_flatten_with_path(params)[0]]
+    raise UserError(
+        f"lr_multipliers pattern(s) {unused} match no parameter; patterns "
+        f"match whole paths such as {names[:3]}.")
+  return tree
+
+
+def scale_by_lr_multipliers(multipliers: Sequence[tuple[str, float]]
+                            ) -> optax.GradientTransformation:
+  """Multiplies each leaf's update by its `lr_multiplier_tree` factor.
+
+  Chained after `sgd_agc` it scales the whole step of those leaves (the
+  learning rate, weight decay included), as a per-module learning rate
+  does; the momentum buffers are unchanged. Needs `params` in `update`.
+  """
+  def init(params):
+    lr_multiplier_tree(params, multipliers)  # fail at init on a bad pattern
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise UserError("scale_by_lr_multipliers needs params in update().")
+    factors = lr_multiplier_tree(params, multipliers)
+    return jax.tree_util.tree_map(
+        lambda u, f: u if f == 1.0 else u * jnp.asarray(f, u.dtype),
+        updates, factors), state
+
+  return optax.GradientTransformation(init, update)
 
 
 # ----------------------------------------------------------------------------

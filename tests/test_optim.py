@@ -14,6 +14,7 @@ import pytest
 
 from nfnet import NFNet, model as model_lib
 from nfnet import optim
+from nfnet.errors import UserError
 
 LR_PEAK, WARMUP, TOTAL = 0.4, 2, 6
 # Weight decay far above the paper's 2e-5, so that decaying the wrong leaf shows.
@@ -331,6 +332,48 @@ def test_masks_follow_a_freshly_attached_head():
   expected = -0.1 * 1.9 * (10.0 + 2e-5 * params["classifier"]["kernel"])
   np.testing.assert_allclose(updates["classifier"]["kernel"], expected, rtol=1e-6)
   assert float(jnp.max(jnp.abs(updates["classifier"]["bias"]))) < 1.0
+
+
+def test_lr_multipliers_scale_whole_steps_of_matched_leaves_only():
+  """Two optimizers on the same gradients: sgd_agc alone, and chained with
+  multipliers. Matched leaves move by exactly multiplier x the plain step
+  (weight decay included) at every step; the others by the plain step."""
+  rng = np.random.default_rng(3)
+  params = hand_made_nfnet_params(rng)
+  grad_seq = [random_grads(params, rng) for _ in range(3)]
+  plain = optim.sgd_agc(0.3, weight_decay=WD, clipping=CLIP)
+  scaled = optax.chain(optim.sgd_agc(0.3, weight_decay=WD, clipping=CLIP),
+                       optim.scale_by_lr_multipliers(
+                           [("stem_conv0/.*", 0.5), ("stem_conv.*", 3.0),
+                            ("nf_block_0/.*", 2.0)]))
+  plain_state, scaled_state = plain.init(params), scaled.init(params)
+  for grads in grad_seq:
+    ours, plain_state = plain.update(grads, plain_state, params)
+    theirs, scaled_state = scaled.update(grads, scaled_state, params)
+    for path, u in jax.tree_util.tree_flatten_with_path(ours)[0]:
+      name = optim.path_string(path)
+      # First match wins: stem_conv0 takes 0.5, the other stem convs 3.
+      factor = (0.5 if name.startswith("stem_conv0/") else
+                3.0 if name.startswith("stem_conv") else
+                2.0 if name.startswith("nf_block_0/") else 1.0)
+      other = theirs
+      for key in name.split("/"):
+        other = other[key]
+      np.testing.assert_allclose(np.asarray(other), factor * np.asarray(u),
+                                 rtol=1e-6, err_msg=name)
+  names = [optim.path_string(p) for p, _ in
+           jax.tree_util.tree_flatten_with_path(params)[0]]
+  assert any(n.startswith("stem_conv") for n in names)
+  assert any(n.startswith("nf_block_0/") for n in names)
+
+
+def test_lr_multipliers_refuse_a_pattern_that_matches_nothing():
+  params = hand_made_nfnet_params(np.random.default_rng(4))
+  with pytest.raises(UserError, match=r"\['stem_cnv.\*'\] match no parameter"):
+    optim.scale_by_lr_multipliers([("stem_cnv.*", 0.5)]).init(params)
+  # Patterns match whole paths: a module name alone is not a leaf's path.
+  with pytest.raises(UserError, match="match no parameter"):
+    optim.lr_multiplier_tree(params, [("nf_block_0", 0.5)])
 
 
 def test_classifier_name_agrees_with_the_model():

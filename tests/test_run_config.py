@@ -29,6 +29,37 @@ def test_values_that_would_fail_mid_run_are_refused_up_front(key, value):
     setup.check_run_config(config)
 
 
+@pytest.mark.parametrize("value", [("stem.*", 0.5), (("stem.*",),),
+                                   (("stem.*", -1.0),), (("stem(", 0.5),)])
+def test_malformed_lr_multipliers_are_refused_up_front(value):
+  config = pretrain_synthetic.get_config()
+  config.lr_multipliers = value
+  with pytest.raises(UserError, match="lr_multipliers"):
+    setup.check_run_config(config)
+
+
+def test_lr_multipliers_reach_the_optimizer():
+  """A multiplier of 0 freezes exactly the leaves it names."""
+  import jax
+  import jax.numpy as jnp
+  config = pretrain_synthetic.get_config()
+  config.lr_multipliers = (("stem_conv0/.*", 0.0),)
+  setup.check_run_config(config)
+  model = setup.build_model(config, 3)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                      is_training=False)["params"]
+  _, tx = setup.build_optimizer(config, setup.Durations(10, 0, 1.0))
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  state = tx.init(params)
+  for _ in range(2):  # step 0 of the schedule has lr 0 only with warm-up
+    updates, state = tx.update(grads, state, params)
+  moved = {name: any(bool(jnp.any(leaf != 0))
+                     for leaf in jax.tree_util.tree_leaves(module))
+           for name, module in updates.items()}
+  assert moved.pop("stem_conv0") is False
+  assert all(moved.values()), moved
+
+
 def test_a_mistyped_boolean_argument_is_refused_not_read_as_false():
   # `runlocal=ture` read as False would launch the full pod-sized run.
   with pytest.raises(UserError, match="runlocal='ture' is not a bool"):

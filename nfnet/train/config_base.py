@@ -138,6 +138,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.lr_batch_scaling = True     # lr * batch_size / 256
   config.momentum = 0.9
   config.weight_decay = 2e-5
+  # (regex, multiplier) pairs: a parameter whose whole path (e.g.
+  # `stem_conv0/kernel`) matches a pattern steps at lr x multiplier (the
+  # first match wins); a pattern matching nothing is an error.
+  config.lr_multipliers = ()
   config.agc_clipping = 0.01         # 0 disables AGC
   config.sam_rho = 0.0               # 0 disables SAM
   config.sam_ascent_fraction = 0.2

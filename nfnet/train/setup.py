@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import ml_collections
+import optax
 from jax.sharding import Mesh
 
 from nfnet import optim
@@ -39,7 +41,22 @@ def check_run_config(config: ml_collections.ConfigDict) -> None:
   if config.sam_rho and not 0 < config.sam_ascent_fraction <= 1:
     raise UserError("sam_ascent_fraction must be in (0, 1], got "
                     f"{config.sam_ascent_fraction}.")
+  check_lr_multipliers(config.get("lr_multipliers", ()))
   build_model(config, config.model.num_classes or 1).check_fields()
+
+
+def check_lr_multipliers(multipliers) -> None:
+  """Each entry a (regular expression, multiplier >= 0) pair."""
+  for entry in multipliers:
+    if (not isinstance(entry, (tuple, list)) or len(entry) != 2
+        or not isinstance(entry[0], str)
+        or not isinstance(entry[1], (int, float)) or entry[1] < 0):
+      raise UserError("lr_multipliers must be (regex, multiplier >= 0) pairs, "
+                      f"e.g. (('stem_conv.*', 0.5),); got {entry!r}.")
+    try:
+      re.compile(entry[0])
+    except re.error as e:
+      raise UserError(f"lr_multipliers pattern {entry[0]!r}: {e}.") from None
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> NFNet:
@@ -83,6 +100,9 @@ def build_optimizer(config: ml_collections.ConfigDict, durations: Durations):
   tx = optim.sgd_agc(schedule, momentum=config.momentum,
                      weight_decay=config.weight_decay,
                      clipping=config.agc_clipping or None)
+  if config.get("lr_multipliers"):
+    tx = optax.chain(tx, optim.scale_by_lr_multipliers(
+        [tuple(pair) for pair in config.lr_multipliers]))
   return schedule, tx
 
 
