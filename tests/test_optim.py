@@ -376,6 +376,81 @@ def test_lr_multipliers_refuse_a_pattern_that_matches_nothing():
     optim.lr_multiplier_tree(params, [("nf_block_0", 0.5)])
 
 
+def _centred_unit_norms(kernel) -> np.ndarray:
+  units = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])
+  return np.linalg.norm(units - units.mean(axis=0), axis=0)
+
+
+def test_fix_ws_kernel_norm_marks_exactly_the_weight_standardised_kernels(
+    tiny_nfnet_kwargs):
+  model = NFNet(num_classes=3, **tiny_nfnet_kwargs)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  marked = {optim.path_string(path) for path, is_ws in
+            jax.tree_util.tree_flatten_with_path(optim.ws_kernel_mask(params))[0]
+            if is_ws}
+  # Every conv of the stem, the blocks (shortcut included) and the final
+  # conv; no dense kernel (squeeze-excite, classifier), gain or bias.
+  convs = {name for name in (optim.path_string(path) for path, _ in
+                             jax.tree_util.tree_flatten_with_path(params)[0])
+           if name.endswith("/kernel") and "squeeze_excite" not in name
+           and not name.startswith("classifier/")}
+  assert marked == convs
+  assert {"stem_conv0/kernel", "nf_block_0/conv_shortcut/kernel",
+          "final_conv/kernel"} <= marked
+
+
+def test_fix_ws_kernel_norm_holds_the_norm_and_leaves_the_rest_alone():
+  """Chained after sgd_agc: each WS kernel ends every step with centred
+  units of the set norm, pointing where the plain step took them; every
+  other leaf moves exactly as under sgd_agc alone."""
+  rng = np.random.default_rng(5)
+  params = hand_made_nfnet_params(rng)
+  plain = optim.sgd_agc(0.3, weight_decay=WD, clipping=CLIP)
+  fixed = optax.chain(optim.sgd_agc(0.3, weight_decay=WD, clipping=CLIP),
+                      optim.fix_ws_kernel_norm(2.0))
+  plain_state, fixed_state = plain.init(params), fixed.init(params)
+  mask = optim.ws_kernel_mask(params)
+  assert sum(jax.tree_util.tree_leaves(mask)) >= 3
+  for _ in range(3):
+    grads = random_grads(params, rng)
+    ours, plain_state = plain.update(grads, plain_state, params)
+    theirs, fixed_state = fixed.update(grads, fixed_state, params)
+    stepped = optax.apply_updates(params, ours)
+    projected = optax.apply_updates(params, theirs)
+    for (path, p_plain), p_fixed, is_ws in zip(
+        jax.tree_util.tree_flatten_with_path(stepped)[0],
+        jax.tree_util.tree_leaves(projected), jax.tree_util.tree_leaves(mask)):
+      name = optim.path_string(path)
+      if not is_ws:
+        np.testing.assert_allclose(p_fixed, p_plain, rtol=1e-6, err_msg=name)
+        continue
+      np.testing.assert_allclose(_centred_unit_norms(p_fixed), 2.0, rtol=1e-5,
+                                 err_msg=name)
+      units = np.asarray(p_plain).reshape(-1, p_plain.shape[-1])
+      direction = units - units.mean(axis=0)
+      np.testing.assert_allclose(
+          np.asarray(p_fixed).reshape(units.shape),
+          2.0 * direction / np.linalg.norm(direction, axis=0), atol=1e-5,
+          err_msg=name)
+    params = projected
+
+
+def test_fix_ws_kernel_norm_does_not_change_what_the_model_computes(
+    tiny_nfnet_kwargs):
+  model = NFNet(num_classes=3, **tiny_nfnet_kwargs)
+  images = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  params = model.init(jax.random.PRNGKey(0), images)["params"]
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+  tx = optim.fix_ws_kernel_norm(3.0)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  projected = optax.apply_updates(params, updates)
+  assert not np.allclose(projected["stem_conv0"]["kernel"],
+                         params["stem_conv0"]["kernel"])
+  np.testing.assert_allclose(model.apply({"params": projected}, images),
+                             model.apply({"params": params}, images),
+                             rtol=2e-4, atol=2e-4)
+
+
 def test_classifier_name_agrees_with_the_model():
   assert optim.CLASSIFIER == model_lib.CLASSIFIER
 

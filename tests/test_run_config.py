@@ -60,6 +60,35 @@ def test_lr_multipliers_reach_the_optimizer():
   assert all(moved.values()), moved
 
 
+@pytest.mark.parametrize("norm", [0.0, -1.0])
+def test_a_non_positive_ws_kernel_norm_is_refused_up_front(norm):
+  config = pretrain_synthetic.get_config()
+  config.ws_kernel_norm = norm
+  with pytest.raises(UserError, match="ws_kernel_norm must be positive"):
+    setup.check_run_config(config)
+
+
+def test_ws_kernel_norm_reaches_the_optimizer():
+  """One step from a fresh init (centred unit norms near 1) lands the stem's
+  kernel at the configured norm."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  config = pretrain_synthetic.get_config()
+  config.ws_kernel_norm = 2.0
+  setup.check_run_config(config)
+  model = setup.build_model(config, 3)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                      is_training=False)["params"]
+  _, tx = setup.build_optimizer(config, setup.Durations(10, 0, 1.0))
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  kernel = optax.apply_updates(params, updates)["stem_conv0"]["kernel"]
+  units = kernel.reshape(-1, kernel.shape[-1])
+  norms = jnp.linalg.norm(units - units.mean(axis=0), axis=0)
+  assert jnp.allclose(norms, 2.0, rtol=1e-5), norms
+
+
 def test_a_mistyped_boolean_argument_is_refused_not_read_as_false():
   # `runlocal=ture` read as False would launch the full pod-sized run.
   with pytest.raises(UserError, match="runlocal='ture' is not a bool"):

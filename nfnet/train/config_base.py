@@ -142,6 +142,10 @@ def base_config() -> ml_collections.ConfigDict:
   # `stem_conv0/kernel`) matches a pattern steps at lr x multiplier (the
   # first match wins); a pattern matching nothing is an error.
   config.lr_multipliers = ()
+  # A positive value keeps every weight-standardised conv kernel's output
+  # units centred at this L2 norm after each step (optim.fix_ws_kernel_norm),
+  # so their effective step does not shrink as the kernels grow. None: off.
+  config.ws_kernel_norm = placeholder(float)
   config.agc_clipping = 0.01         # 0 disables AGC
   config.sam_rho = 0.0               # 0 disables SAM
   config.sam_ascent_fraction = 0.2

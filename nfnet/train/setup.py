@@ -42,6 +42,9 @@ def check_run_config(config: ml_collections.ConfigDict) -> None:
     raise UserError("sam_ascent_fraction must be in (0, 1], got "
                     f"{config.sam_ascent_fraction}.")
   check_lr_multipliers(config.get("lr_multipliers", ()))
+  if config.get("ws_kernel_norm") is not None and not config.ws_kernel_norm > 0:
+    raise UserError("ws_kernel_norm must be positive (None: off), got "
+                    f"{config.ws_kernel_norm}.")
   build_model(config, config.model.num_classes or 1).check_fields()
 
 
@@ -103,6 +106,8 @@ def build_optimizer(config: ml_collections.ConfigDict, durations: Durations):
   if config.get("lr_multipliers"):
     tx = optax.chain(tx, optim.scale_by_lr_multipliers(
         [tuple(pair) for pair in config.lr_multipliers]))
+  if config.get("ws_kernel_norm"):
+    tx = optax.chain(tx, optim.fix_ws_kernel_norm(config.ws_kernel_norm))
   return schedule, tx
 
 
