@@ -166,10 +166,11 @@ def ws_kernel_mask(params: Params) -> Params:
   """True for the kernels of weight-standardised convolutions: a `kernel`
   leaf whose module also holds a `gain` (nfnet.layers.WSConv2D). Dense
   kernels (squeeze-excite, the classifier) have no gain."""
-  def mark(module):
-    return {name: (mark(value) if isinstance(value, Mapping) else
-                   name == DECAYED_LEAF and "gain" in module)
-            for name, value in module.items()}
+  def mark(module):  # the same mapping type, so the trees line up
+    return type(module)({
+        name: (mark(value) if isinstance(value, Mapping) else
+               name == DECAYED_LEAF and "gain" in module)
+        for name, value in module.items()})
   return mark(params)
 
 
@@ -191,7 +192,7 @@ def fix_ws_kernel_norm(norm: float) -> optax.GradientTransformation:
   per-unit mean and scale, so SGD's effective step on a unit is lr /
   |w|^2, and the gradient, orthogonal to w, only ever grows |w|. In the
   small-image pre-training the stem's kernels grew 3-4x within 4,500 steps:
-  its effective learning rate fell ten-fold while the body's did not, and
+  its effective learning rate fell ten-fold and more while the body's did not, and
   the stem is where the transfer lives. At a fixed norm the schedule alone
   sets each kernel's effective step (weight decay, which only shrinks the
   norm, no longer acts on these kernels). Chained after `sgd_agc`, last;
