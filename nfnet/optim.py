@@ -22,9 +22,10 @@ and NF-ResNet and for a freshly attached head, which is also named
 `classifier`.
 
 Also here: per-module learning rates, weight-standardised kernels held at a
-fixed norm (`fix_ws_kernel_norm`), the learning-rate schedule and its
-helpers (batch scaling, durations in steps / epochs / examples) and the
-parameter EMA with the reference's warmup.
+fixed norm (`fix_ws_kernel_norm`) or put at one once, as loaded weights are
+(`ws_kernels_at_norm`), the learning-rate schedule and its helpers (batch
+scaling, durations in steps / epochs / examples) and the parameter EMA with
+the reference's warmup.
 """
 from __future__ import annotations
 
@@ -184,6 +185,22 @@ def _centred_at_norm(kernel: jax.Array, norm: float) -> jax.Array:
   return (centred * scale).reshape(kernel.shape)
 
 
+def _check_ws_kernel_norm(norm: float) -> None:
+  if not norm > 0:
+    raise UserError(f"a WS kernel norm must be positive, got {norm}.")
+
+
+def ws_kernels_at_norm(params: Params, norm: float) -> Params:
+  """`params` with every weight-standardised kernel's output units centred
+  at L2 norm `norm` (`ws_kernel_mask`): the same function, but SGD's
+  effective step on those kernels becomes lr / norm^2. A fine-tune applies
+  it to the weights it loads (`config.init_ws_kernel_norm`)."""
+  _check_ws_kernel_norm(norm)
+  return jax.tree_util.tree_map(
+      lambda p, is_ws: _centred_at_norm(p, norm).astype(p.dtype) if is_ws else p,
+      params, ws_kernel_mask(params))
+
+
 def fix_ws_kernel_norm(norm: float) -> optax.GradientTransformation:
   """After each step, every weight-standardised kernel's output units are
   centred and put back at L2 norm `norm` (`ws_kernel_mask`).
@@ -198,8 +215,7 @@ def fix_ws_kernel_norm(norm: float) -> optax.GradientTransformation:
   norm, no longer acts on these kernels). Chained after `sgd_agc`, last;
   needs `params` in `update`.
   """
-  if not norm > 0:
-    raise UserError(f"the fixed WS kernel norm must be positive, got {norm}.")
+  _check_ws_kernel_norm(norm)
 
   def update(updates, state, params=None):
     if params is None:

@@ -435,20 +435,40 @@ def test_fix_ws_kernel_norm_holds_the_norm_and_leaves_the_rest_alone():
     params = projected
 
 
-def test_fix_ws_kernel_norm_does_not_change_what_the_model_computes(
+def test_ws_kernel_norms_do_not_change_what_the_model_computes(
     tiny_nfnet_kwargs):
+  """The fixed norm's projection (a zero step) and `ws_kernels_at_norm` (as
+  a fine-tune's loaded weights get it) move every WS kernel to centred units
+  of the norm, leave every other leaf as it was, and the logits alone."""
   model = NFNet(num_classes=3, **tiny_nfnet_kwargs)
   images = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
   params = model.init(jax.random.PRNGKey(0), images)["params"]
   zero = jax.tree_util.tree_map(jnp.zeros_like, params)
   tx = optim.fix_ws_kernel_norm(3.0)
   updates, _ = tx.update(zero, tx.init(params), params)
-  projected = optax.apply_updates(params, updates)
-  assert not np.allclose(projected["stem_conv0"]["kernel"],
-                         params["stem_conv0"]["kernel"])
-  np.testing.assert_allclose(model.apply({"params": projected}, images),
-                             model.apply({"params": params}, images),
-                             rtol=2e-4, atol=2e-4)
+  mask = optim.ws_kernel_mask(params)
+  for moved in (optax.apply_updates(params, updates),
+                optim.ws_kernels_at_norm(params, 3.0)):
+    for (path, new), old, is_ws in zip(
+        jax.tree_util.tree_flatten_with_path(moved)[0],
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(mask)):
+      if is_ws:
+        np.testing.assert_allclose(_centred_unit_norms(new), 3.0, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(new).reshape(-1, new.shape[-1])
+                                   .mean(axis=0), 0.0, atol=1e-6)
+      else:
+        np.testing.assert_array_equal(new, old, optim.path_string(path))
+    np.testing.assert_allclose(model.apply({"params": moved}, images),
+                               model.apply({"params": params}, images),
+                               rtol=2e-4, atol=2e-4)
+
+
+def test_a_ws_kernel_norm_must_be_positive():
+  with pytest.raises(UserError, match="must be positive"):
+    optim.ws_kernels_at_norm({"conv": {"kernel": jnp.ones((1, 1, 1, 2)),
+                                       "gain": jnp.ones((2,))}}, 0.0)
+  with pytest.raises(UserError, match="must be positive"):
+    optim.fix_ws_kernel_norm(-1.0)
 
 
 def test_classifier_name_agrees_with_the_model():

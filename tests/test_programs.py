@@ -115,6 +115,38 @@ def test_finetune_restores_backbone_and_replaces_head(pretrained, corpus,
   assert params["classifier"]["kernel"].shape == (int(1536 * 0.125) * 2, 16)
 
 
+def test_init_ws_kernel_norm_recentres_the_loaded_kernels_only(pretrained, corpus):
+  """With init_from, every loaded WS kernel is re-centred at the norm and
+  every other leaf is the plain load; without it (the from-scratch control
+  of the same config) the fresh parameters are untouched."""
+  workdir, _ = pretrained
+  config = finetune_synthetic.get_config(f"data_dir={corpus},steps=2,res=32")
+  config.model.update(**TINY_MODEL)
+  config.init_from = workdir
+  model = setup.build_model(config, num_classes=16)
+  plain = traverse_util.flatten_dict(state_lib.initial_params(model, config), sep="/")
+  config.init_ws_kernel_norm = 1.5
+  recentred = traverse_util.flatten_dict(state_lib.initial_params(model, config), sep="/")
+  ws_kernels = [k for k in plain if k.endswith("/kernel") and k[:-len("kernel")] + "gain" in plain]
+  assert "stem_conv0/kernel" in ws_kernels and len(ws_kernels) >= 10
+  for key, value in recentred.items():
+    if key not in ws_kernels:
+      np.testing.assert_array_equal(value, plain[key], err_msg=key)
+      continue
+    units = np.asarray(value, np.float64).reshape(-1, value.shape[-1])
+    np.testing.assert_allclose(units.mean(axis=0), 0.0, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(np.linalg.norm(units, axis=0), 1.5, rtol=1e-5, err_msg=key)
+    loaded = np.asarray(plain[key], np.float64).reshape(units.shape)
+    direction = loaded - loaded.mean(axis=0)  # the same standardised weight
+    np.testing.assert_allclose(units, 1.5 * direction / np.linalg.norm(direction, axis=0),
+                               atol=1e-6, err_msg=key)
+  config.init_from = ""
+  scratch = state_lib.initial_params(model, config)
+  fresh = state_lib.init_params(model, config.resolution, config.seed)
+  for key, value in traverse_util.flatten_dict(scratch, sep="/").items():
+    np.testing.assert_array_equal(value, traverse_util.flatten_dict(fresh, sep="/")[key])
+
+
 def test_finetune_in_bfloat16_learns_with_sam_and_ema_and_evaluates_both(
     pretrained, corpus, tmp_path):
   """The default bfloat16 path, SAM and EMA on, evaluated on its own 64

@@ -25,7 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("lr_multipliers", ("stem.*", 0.5)), ("lr_multipliers", (("stem.*",),)),
     ("lr_multipliers", (("stem.*", -1.0),)),
     ("lr_multipliers", (("stem(", 0.5),)),
-    ("ws_kernel_norm", 0.0), ("ws_kernel_norm", -1.0)])
+    ("ws_kernel_norm", 0.0), ("ws_kernel_norm", -1.0),
+    ("init_ws_kernel_norm", 0.0), ("init_ws_kernel_norm", -1.0)])
 def test_values_that_would_fail_later_are_refused_up_front(key, value):
   config = pretrain_synthetic.get_config()
   setup.check_run_config(config)

@@ -153,6 +153,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.init_from = ""              # checkpoint/workdir, *_haiku.npz, timm file
   config.reinit_head = False
+  # A positive value re-centres init_from's weight-standardised kernels at
+  # this per-unit L2 norm when they are loaded (optim.ws_kernels_at_norm):
+  # the same function, but the fine-tune's effective step on them becomes
+  # lr / norm^2. Nothing is loaded without init_from, so a from-scratch
+  # control with the same config is unaffected. None: as loaded.
+  config.init_ws_kernel_norm = placeholder(float)
   config.seed = 0
 
   config.log_every_steps = 50

@@ -42,9 +42,10 @@ def check_run_config(config: ml_collections.ConfigDict) -> None:
     raise UserError("sam_ascent_fraction must be in (0, 1], got "
                     f"{config.sam_ascent_fraction}.")
   check_lr_multipliers(config.get("lr_multipliers", ()))
-  if config.get("ws_kernel_norm") is not None and not config.ws_kernel_norm > 0:
-    raise UserError("ws_kernel_norm must be positive (None: off), got "
-                    f"{config.ws_kernel_norm}.")
+  for key in ("ws_kernel_norm", "init_ws_kernel_norm"):
+    if config.get(key) is not None and not config[key] > 0:
+      raise UserError(f"{key} must be positive (None: off), got "
+                      f"{config[key]}.")
   build_model(config, config.model.num_classes or 1).check_fields()
 
 

@@ -17,7 +17,7 @@ import ml_collections
 from absl import logging
 from jax.sharding import Mesh
 
-from nfnet import convert
+from nfnet import convert, optim
 from nfnet.model import NFNet
 from nfnet.train import checkpoints, parallel, training
 from nfnet.weights import run_checkpoint
@@ -77,6 +77,12 @@ def initial_params(model: NFNet, config: ml_collections.ConfigDict) -> Any:
                                       what=f"init_from={config.init_from}")
   params, notes = checkpoints.merge_pretrained(
       params, loaded, reinit_head=config.reinit_head)
+  if config.get("init_ws_kernel_norm"):
+    # Every WS kernel of the merged tree is a loaded one (the architectures
+    # match; a re-initialised head is a dense kernel).
+    params = optim.ws_kernels_at_norm(params, config.init_ws_kernel_norm)
+    notes.append("weight-standardised kernels re-centred at norm "
+                 f"{config.init_ws_kernel_norm}")
   logging.info("Initialised from %s%s", config.init_from,
                f" ({'; '.join(notes)})" if notes else "")
   return params
