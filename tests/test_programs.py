@@ -141,10 +141,12 @@ def test_init_ws_kernel_norm_recentres_the_loaded_kernels_only(pretrained, corpu
     np.testing.assert_allclose(units, 1.5 * direction / np.linalg.norm(direction, axis=0),
                                atol=1e-6, err_msg=key)
   config.init_from = ""
-  scratch = state_lib.initial_params(model, config)
-  fresh = state_lib.init_params(model, config.resolution, config.seed)
-  for key, value in traverse_util.flatten_dict(scratch, sep="/").items():
-    np.testing.assert_array_equal(value, traverse_util.flatten_dict(fresh, sep="/")[key])
+  scratch, fresh = (traverse_util.flatten_dict(params, sep="/") for params in (
+      state_lib.initial_params(model, config),
+      state_lib.init_params(model, config.resolution, config.seed)))
+  assert scratch.keys() == fresh.keys()
+  for key, value in scratch.items():
+    np.testing.assert_array_equal(value, fresh[key], err_msg=key)
 
 
 def test_finetune_in_bfloat16_learns_with_sam_and_ema_and_evaluates_both(
