@@ -34,8 +34,9 @@ every variant):
   holds them at norm 2, where lr 0.1 steps them at 0.1 / 4; at 1.4 they
   step twice as fast. From the default pre-training 89.25% against 88.9%
   as loaded over three pre-training seeds (1.0: 89.1% over the three;
-  1.7: 88.8% at seed 0). A control run loads nothing and is unchanged. Doubling the
-  whole lr instead gave 89.0% and took the control down to 66.7%.
+  1.7: 88.8% at seed 0). A control run loads nothing and is unchanged.
+  Doubling the whole lr instead gave 89.0% and took the control down to
+  66.7%.
 
 From the default pre-training no single other change helped (lr 0.05 / 0.2,
 AGC 0.05 / 0.2, SAM rho 0 / 0.1 or its ascent on the whole batch, label

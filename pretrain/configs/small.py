@@ -40,8 +40,8 @@ the README's "Transfer on real photos" tables hold every variant measured:
   lr / |w|^2, and without this the stem's kernels grew 3-4x while the
   body's stayed near their init's 1, so the stem, where the transfer lives,
   all but stopped learning. Held at 2 the pre-training reached 77.6-77.7%
-  and fine-tuned to 88.9% over three pre-training seeds (each 88.7% or
-  more), against 88.2% (87.7-88.4%) without; at norm 1 (lr too hot for
+  and fine-tuned (as loaded) to 88.9% over three pre-training seeds (each
+  88.7% or more), against 88.2% (87.7-88.4%) without; at norm 1 (lr too hot for
   the body) 74.1% and 87.0%. Weight decay no longer acts on these kernels.
 - length: 4,500 steps (`steps`): 350-411 s here on most days, past 8
   minutes in this machine's slowest hours (482 s at 9.4 steps a second),
